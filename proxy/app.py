@@ -1,0 +1,52 @@
+"""The application: ``create_app(config)`` wires the configured routes, the shared client session
+and (when ``server.demo`` is on) the built-in demo; :func:`make_runner` holds the server options
+that production and tests share.
+
+State lives in the app, typed with ``web.AppKey``; nothing is module-level and mutable, so any
+number of apps can run in one process (the test suite runs many).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from .config import GatewayConfig
+from .demo import add_demo_routes
+from .handlers import CLIENT_SESSION, StreamRoute, json_errors
+
+__all__ = ["CONFIG", "create_app", "make_runner"]
+
+CONFIG: Final = web.AppKey("config", GatewayConfig)
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_client_session)
+    for route in config.routes:
+        handler = StreamRoute(route)
+        for method in route.methods:
+            app.router.add_route(method, route.path, handler)
+    if config.server.demo:
+        add_demo_routes(app)
+    return app
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    # One session (one connection pool) for the whole app, as aiohttp advises. Streams hold their
+    # connection for minutes, so the pool has no cap: aiohttp's default of 100 would make the
+    # 101st concurrent stream wait for a connection instead of opening one.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+        app[CLIENT_SESSION] = session
+        yield
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    # handler_cancellation: a client that disconnects cancels its handler at once, which closes
+    # the upstream request, even while the upstream is silent and nothing is being written.
+    return web.AppRunner(app, handler_cancellation=True)

@@ -1,0 +1,323 @@
+"""The configuration: one typed model, validated once at start-up.
+
+Loading is three steps, each of which can fail with a :class:`ConfigError` whose one-line message
+names the key (``routes[2].upstream: not a URL``):
+
+1. YAML is parsed into plain data;
+2. ``${VAR}`` / ``${VAR:-default}`` in any string value is replaced from the environment
+   (``$$`` is a literal ``$``), so secrets stay out of the file;
+3. pydantic validates the result into frozen models. Unknown keys are errors, so a typo never
+   silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+from .errors import ConfigError, InvalidPointer
+from .pointer import JsonPointer
+
+__all__ = [
+    "BodyConfig",
+    "EventsConfig",
+    "GatewayConfig",
+    "LimitsConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "TimeoutsConfig",
+    "load_config",
+    "parse_config",
+]
+
+HOP_BY_HOP_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        # Not hop-by-hop by RFC 9110, but always the gateway's own business on each leg.
+        "host",
+        "content-length",
+    }
+)
+
+_ENV_REFERENCE: Final = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _pointer(text: str) -> JsonPointer:
+    try:
+        return JsonPointer(text)
+    except InvalidPointer as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _event_name(name: str) -> str:
+    if not name or re.search(r"[\r\n]", name):
+        raise ValueError("an event name must be non-empty and have no line breaks")
+    return name
+
+
+def _header_name(name: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid header name")
+    return name
+
+
+EventName = Annotated[str, AfterValidator(_event_name)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    demo: bool = False
+    """Serve the demo page at ``/`` and the built-in demo upstream under ``/demo/``."""
+
+
+class BodyConfig(_Model):
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Merged under the client's own fields (deeply: nested objects merge too)."""
+    query_param: str | None = "body"
+    """GET: this query parameter holds a URL-encoded JSON object (nested JSON for EventSource)."""
+    last_event_id: str | None = None
+    """Body field that receives the client's ``Last-Event-ID``, if the upstream wants it there."""
+
+
+class EventsConfig(_Model):
+    event: EventName = "message"
+    """Event name; also the fallback when ``event_from`` finds nothing on a line."""
+    event_from: JsonPointer | None = None
+    id: Literal["sequence", "none"] | JsonPointer = "sequence"
+    data: Literal["line"] | JsonPointer = "line"
+    end_event: EventName | None = "end"
+    error_event: EventName = "error"
+    heartbeat: float = Field(15, ge=0)
+    retry: int | None = Field(3000, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("event_from", mode="before")
+    @classmethod
+    def _parse_event_from(cls, value: Any) -> Any:
+        return _pointer(value) if isinstance(value, str) else value
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _parse_id(cls, value: Any) -> Any:
+        return _keyword_or_pointer(value, ("sequence", "none"))
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _parse_data(cls, value: Any) -> Any:
+        return _keyword_or_pointer(value, ("line",))
+
+
+def _keyword_or_pointer(value: Any, keywords: tuple[str, ...]) -> str | JsonPointer:
+    choices = ", ".join(repr(k) for k in keywords)
+    if not isinstance(value, str) or not (value in keywords or value.startswith("/")):
+        raise ValueError(f"must be {choices} or a JSON Pointer such as /message/content")
+    return value if value in keywords else _pointer(value)
+
+
+class TimeoutsConfig(_Model):
+    connect: float = Field(5, gt=0)
+    """Seconds to connect to the upstream (and to get a pooled connection)."""
+    read: float | None = Field(60, gt=0)
+    """Seconds of upstream silence (before headers or between chunks) that end the stream."""
+
+
+class LimitsConfig(_Model):
+    max_line_bytes: int = Field(1 << 20, ge=16)
+    max_body_bytes: int = Field(1 << 20, ge=2)
+    """Largest client request body (POST JSON, or the GET ``?body=`` value) accepted."""
+
+
+Framing = Literal["auto", "ndjson", "json-seq", "sse", "json"]
+Method = Literal["GET", "POST"]
+_ALL_METHODS: Final[tuple[Method, ...]] = ("GET", "POST")
+
+
+class RouteConfig(_Model):
+    path: str
+    upstream: str
+    methods: list[Method] = Field(default_factory=lambda: list(_ALL_METHODS), min_length=1)
+    upstream_method: Literal["POST", "GET"] = "POST"
+    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    forward_headers: list[HeaderName] = Field(default_factory=list)
+    framing: Framing = "auto"
+    """How to read the upstream body; ``auto`` goes by its Content-Type."""
+    body: BodyConfig = Field(default_factory=BodyConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("must start with '/'")
+        return path
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, upstream: str) -> str:
+        # Placeholders are checked against the path below; fill them with a dummy to parse.
+        probe = PLACEHOLDER.sub("x", upstream)
+        if probe.startswith("/"):
+            return upstream  # this gateway itself (the built-in demo upstream)
+        try:
+            url = URL(probe)
+        except ValueError:
+            raise ValueError("not a URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("not a URL")
+        if PLACEHOLDER.search(upstream.split("://", 1)[1].split("/", 1)[0]):
+            raise ValueError("placeholders may not be used in the host")
+        return upstream
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _no_hop_by_hop(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name.lower() in HOP_BY_HOP_HEADERS:
+                raise ValueError(f"{name} is a hop-by-hop header and is never forwarded")
+        return names
+
+    @model_validator(mode="after")
+    def _upstream_uses_path_variables(self) -> RouteConfig:
+        available = set(self.path_variables)
+        for name in PLACEHOLDER.findall(self.upstream):
+            if name not in available:
+                raise ValueError(f"upstream uses {{{name}}}, which the path does not define")
+        return self
+
+    @property
+    def path_variables(self) -> list[str]:
+        return PLACEHOLDER.findall(self.path)
+
+
+class GatewayConfig(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> GatewayConfig:
+        seen: set[tuple[str, str]] = set()
+        for route in self.routes:
+            for method in route.methods:
+                if (method, route.path) in seen:
+                    raise ValueError(f"{method} {route.path} is configured twice")
+                seen.add((method, route.path))
+        return self
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> GatewayConfig:
+        """The same configuration with the listen address replaced (``--host`` / ``--port``)."""
+        server = self.server.model_copy(
+            update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        )
+        return self.model_copy(update={"server": server})
+
+
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Read, expand and validate a YAML configuration file."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    try:
+        return parse_config(text, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def parse_config(text: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}invalid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping with 'server' and 'routes'")
+    expanded = _expand(raw, os.environ if environ is None else environ, "")
+    try:
+        return GatewayConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _expand(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return _expand_string(value, environ, where)
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, _join(where, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _expand_string(text: str, environ: Mapping[str, str], where: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(f"{where}: environment variable {name} is not set")
+            return default
+        return value
+
+    return _ENV_REFERENCE.sub(replace, text) if "$" in text else text
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ""
+    for part in first["loc"]:
+        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, part)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where or 'config'}: {message}{more}"

@@ -1,0 +1,299 @@
+"""Upstream lines (or upstream SSE events) to the client's event-stream bytes, per route rules.
+
+Strategy: one :class:`StreamConverter` per client stream holds the little state a stream has (the
+line number, the ``sequence`` id) and turns a whole batch of lines into one ``bytes`` so the handler
+writes each upstream chunk once. Route rules (:class:`EventsConfig`) are read once, in
+``__init__``, into precomputed byte prefixes.
+
+``data: line`` without pointers is the hot path: the upstream bytes go out as they are, with no JSON
+parsing. They are still checked: a line that is not UTF-8 is decoded with replacement (the stream is
+UTF-8 by definition), and a stray CR inside a line becomes a second ``data:`` line rather than an
+event boundary. When a JSON Pointer is configured, each line is parsed with orjson; a line that is
+not JSON, or lacks what a pointer needs, becomes an ``error`` event naming its line number, and the
+stream goes on. Empty (or all-whitespace) lines are skipped, as NDJSON allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from .config import EventsConfig
+from .errors import LineTooLong, PointerNotFound, StreamError
+from .framing import LineFramer
+from .pointer import JsonPointer
+from .sse import (
+    SSEEvent,
+    SSEParser,
+    SSERetry,
+    encode_comment,
+    encode_data,
+    encode_event,
+    encode_retry,
+    sanitize_id,
+    sanitize_name,
+)
+
+__all__ = [
+    "BodyDecoder",
+    "DocumentToEvent",
+    "EventsToEvents",
+    "LinesToEvents",
+    "StreamConverter",
+    "body_decoder",
+]
+
+
+class _LineError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamConverter:
+    __slots__ = (
+        "_data_pointer",
+        "_default_event",
+        "_end_event",
+        "_error_event",
+        "_event_from",
+        "_event_prefix",
+        "_id_pointer",
+        "_last_sse_id",
+        "_line_number",
+        "_retry",
+        "_sequence",
+        "_use_sequence",
+    )
+
+    def __init__(self, rules: EventsConfig) -> None:
+        self._default_event = rules.event
+        self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
+        self._event_from = rules.event_from
+        self._use_sequence = rules.id == "sequence"
+        self._id_pointer = rules.id if isinstance(rules.id, JsonPointer) else None
+        self._data_pointer = rules.data if isinstance(rules.data, JsonPointer) else None
+        self._end_event = rules.end_event
+        self._error_event = rules.error_event
+        self._retry = rules.retry
+        self._sequence = 0
+        self._line_number = 0
+        self._last_sse_id = ""
+
+    @property
+    def needs_json(self) -> bool:
+        return (
+            self._data_pointer is not None
+            or self._event_from is not None
+            or self._id_pointer is not None
+        )
+
+    @property
+    def events_sent(self) -> int:
+        return self._sequence
+
+    def start(self) -> bytes:
+        """What the stream opens with: the ``retry`` the route asks for, if any."""
+        return encode_retry(self._retry) if self._retry is not None else b""
+
+    def lines(self, lines: list[bytes]) -> bytes:
+        """Every line of a batch as encoded events, in order, as one buffer."""
+        if not lines:
+            return b""
+        if self.needs_json:
+            return b"".join([self._json_line(line) for line in lines])
+        out = []
+        for line in lines:
+            self._line_number += 1
+            if not line or line.isspace():
+                continue
+            if not line.isascii():
+                line = _as_utf8(line)
+            self._sequence += 1
+            head = b"id: %d\n" % self._sequence if self._use_sequence else b""
+            if b"\r" in line:
+                out.append(head + self._event_prefix + encode_data(line) + b"\n")
+            else:
+                out.append(head + self._event_prefix + b"data: " + line + b"\n\n")
+        return b"".join(out)
+
+    def sse(self, items: list[SSEEvent | SSERetry]) -> bytes:
+        """Events from an upstream that already speaks SSE, re-encoded so framing stays ours."""
+        out = []
+        for item in items:
+            if isinstance(item, SSERetry):
+                out.append(encode_retry(item.milliseconds))
+                continue
+            event_id = None
+            if item.id != self._last_sse_id:
+                event_id = self._last_sse_id = item.id
+            self._sequence += 1
+            out.append(encode_event(item.data, event=item.event, event_id=event_id))
+        return b"".join(out)
+
+    def error(self, code: str, message: str, **details: Any) -> bytes:
+        """An error event: JSON data with a stable ``code`` and a readable ``message``."""
+        payload = orjson.dumps({"code": code, "message": message, **details})
+        return encode_event(payload, event=self._error_event)
+
+    def end(self) -> bytes:
+        """The event that tells the client the stream is complete (so it closes, not reconnects)."""
+        return encode_event(b"", event=self._end_event) if self._end_event else b""
+
+    @staticmethod
+    def heartbeat() -> bytes:
+        return encode_comment("ping")
+
+    def _json_line(self, line: bytes) -> bytes:
+        self._line_number += 1
+        if not line or line.isspace():
+            return b""
+        number = self._line_number
+        try:
+            document = _parse_json(line, number)
+            data = self._data(line, document, number)
+            event = self._event_name(document, number)
+            event_id = self._event_id(document, number)
+        except _LineError as exc:
+            return self.error(exc.code, str(exc), line=number)
+        self._sequence += 1
+        if self._use_sequence:
+            event_id = str(self._sequence)
+        return encode_event(data, event=event, event_id=event_id)
+
+    def _data(self, line: bytes, document: Any, number: int) -> bytes:
+        if self._data_pointer is None:
+            return line  # orjson accepted it, so it is UTF-8 already
+        value = _resolve(self._data_pointer, document, number)
+        return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+    def _event_name(self, document: Any, number: int) -> str:
+        if self._event_from is None:
+            return self._default_event
+        try:
+            value = self._event_from.resolve(document)
+        except PointerNotFound:
+            return self._default_event
+        if not isinstance(value, str):
+            raise _LineError(
+                "invalid_event_name", f"line {number}: {self._event_from.text} is not a string"
+            )
+        return sanitize_name(value) or self._default_event
+
+    def _event_id(self, document: Any, number: int) -> str | None:
+        if self._id_pointer is None:
+            return None
+        value = _resolve(self._id_pointer, document, number)
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return sanitize_id(str(value))
+        raise _LineError(
+            "invalid_event_id", f"line {number}: {self._id_pointer.text} is not a string or integer"
+        )
+
+
+def _parse_json(line: bytes, number: int) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _LineError("invalid_json", f"line {number} is not valid JSON: {exc}") from None
+
+
+def _resolve(pointer: JsonPointer, document: Any, number: int) -> Any:
+    try:
+        return pointer.resolve(document)
+    except PointerNotFound as exc:
+        raise _LineError("pointer_not_found", f"line {number}: {exc}") from None
+
+
+def _as_utf8(line: bytes) -> bytes:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("utf-8", "replace").encode("utf-8")
+    return line
+
+
+class BodyDecoder(Protocol):
+    """Upstream body bytes in, client event-stream bytes out; ``finish()`` at the upstream's EOF."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class LinesToEvents:
+    """NDJSON, JSON Lines or JSON text sequences: one event per line."""
+
+    __slots__ = ("_converter", "_framer")
+
+    def __init__(self, converter: StreamConverter, max_line_bytes: int, *, json_seq: bool = False):
+        self._converter = converter
+        self._framer = LineFramer(max_line_bytes, json_seq=json_seq)
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            lines = self._framer.feed(chunk)
+        except LineTooLong as exc:
+            exc.output = self._converter.lines(exc.completed)
+            raise
+        return self._converter.lines(lines)
+
+    def finish(self) -> bytes:
+        return self._converter.lines(self._framer.flush())
+
+
+class EventsToEvents:
+    """An upstream that already speaks SSE: parsed, bounded, and re-encoded."""
+
+    __slots__ = ("_converter", "_parser")
+
+    def __init__(self, converter: StreamConverter, max_line_bytes: int):
+        self._converter = converter
+        self._parser = SSEParser(max_line_bytes)
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            items = self._parser.feed(chunk)
+        except LineTooLong as exc:
+            exc.output = self._converter.sse(exc.completed)
+            raise
+        return self._converter.sse(items)
+
+    def finish(self) -> bytes:
+        cut_off = self._parser.in_event
+        self._parser.flush()
+        if cut_off:
+            raise StreamError(
+                "the upstream event stream ended in the middle of an event", code="incomplete_event"
+            )
+        return b""
+
+
+class DocumentToEvent:
+    """A plain ``application/json`` answer: the whole body, bounded, becomes one event."""
+
+    __slots__ = ("_body", "_converter", "_max_bytes")
+
+    def __init__(self, converter: StreamConverter, max_bytes: int):
+        self._converter = converter
+        self._max_bytes = max_bytes
+        self._body = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._body += chunk
+        if len(self._body) > self._max_bytes:
+            raise LineTooLong(1, self._max_bytes)
+        return b""
+
+    def finish(self) -> bytes:
+        return self._converter.lines([bytes(self._body)])
+
+
+def body_decoder(framing: str, converter: StreamConverter, max_line_bytes: int) -> BodyDecoder:
+    """The decoder for a framing that :func:`proxy.upstream.choose_framing` picked."""
+    if framing == "sse":
+        return EventsToEvents(converter, max_line_bytes)
+    if framing == "json":
+        return DocumentToEvent(converter, max_line_bytes)
+    return LinesToEvents(converter, max_line_bytes, json_seq=framing == "json-seq")

@@ -1,0 +1,112 @@
+"""Line framing for NDJSON, JSON Lines and JSON text sequences, on bytes.
+
+Strategy: the framer never decodes. ``feed()`` appends a chunk to at most one pending partial line,
+splits on LF (in C, via ``bytes.split``) and returns every complete line with one trailing CR
+dropped. Because only LF ends a line, a CRLF whose halves land in different chunks is still one
+line end, and a multi-byte UTF-8 character cut by a chunk boundary is whole again before anyone
+decodes it. ``flush()`` at end of input returns the last, unterminated line if there is one.
+
+Every buffer has a bound: the pending partial line may never exceed ``max_line_bytes`` (plus one CR
+whose LF may still come), so a line that never ends raises :class:`LineTooLong` as soon as it is
+too long instead of growing without limit.
+
+Line numbers count every physical line from 1, empty ones included, so that an error can point at
+the exact line of the upstream body.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .errors import LineTooLong
+
+__all__ = ["LineFramer"]
+
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_RECORD_SEPARATOR: Final = b"\x1e"
+
+
+class LineFramer:
+    """Incremental splitter of a byte stream into lines.
+
+    ``json_seq=True`` frames RFC 7464 JSON text sequences the tolerant way: each line's leading
+    ``0x1E`` record separator is removed.
+    """
+
+    __slots__ = ("_at_start", "_json_seq", "_lines_seen", "_max_line_bytes", "_pending")
+
+    def __init__(self, max_line_bytes: int, *, json_seq: bool = False) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self._max_line_bytes = max_line_bytes
+        self._json_seq = json_seq
+        self._pending = bytearray()
+        self._lines_seen = 0
+        self._at_start = True
+
+    @property
+    def lines_seen(self) -> int:
+        """How many complete lines have been returned so far."""
+        return self._lines_seen
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for a line that has not ended yet."""
+        return len(self._pending)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Take the next chunk of input; return the lines it completes, in order."""
+        if not data:
+            return []
+        pieces = data.split(b"\n")
+        tail = pieces.pop()
+        if pieces:
+            if self._pending:
+                self._pending += pieces[0]
+                pieces[0] = bytes(self._pending)
+                self._pending.clear()
+            lines = self._finish(pieces)
+        else:
+            lines = []
+        if tail:
+            self._pending += tail
+            try:
+                self._check_pending()
+            except LineTooLong as exc:
+                exc.completed = lines
+                raise
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """End of input: return the unterminated last line, if any."""
+        if not self._pending:
+            return []
+        last = bytes(self._pending)
+        self._pending.clear()
+        return self._finish([last])
+
+    def _finish(self, lines: list[bytes]) -> list[bytes]:
+        if self._at_start:
+            self._at_start = False
+            if lines[0].startswith(_UTF8_BOM):
+                lines[0] = lines[0][len(_UTF8_BOM) :]
+        limit = self._max_line_bytes
+        for index, line in enumerate(lines):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > limit:
+                error = LineTooLong(self._lines_seen + index + 1, limit)
+                error.completed = lines[:index]
+                raise error
+            if self._json_seq and line.startswith(_RECORD_SEPARATOR):
+                line = line[1:]
+            lines[index] = line
+        self._lines_seen += len(lines)
+        return lines
+
+    def _check_pending(self) -> None:
+        size = len(self._pending)
+        limit = self._max_line_bytes
+        # One byte of slack for a "\r" whose "\n" is still on its way.
+        if size > limit + 1 or (size == limit + 1 and self._pending[-1] != 0x0D):
+            raise LineTooLong(self._lines_seen + 1, limit)

@@ -1,0 +1,267 @@
+"""aiohttp glue: a route's request in, the upstream's stream out.
+
+Strategy: everything that can be decided before a byte goes to the client is decided first (the
+client's body, the upstream's status and Content-Type), so those failures are plain HTTP errors
+with a JSON body. Once the event stream has started, a failure can only be told in-band: the client
+gets every event that was complete, then one ``error`` event, then the end of the response.
+
+The pump writes once per upstream chunk. ``StreamResponse.write`` only drains when aiohttp's buffer
+is past its high-water mark, so awaiting it is the backpressure: a client that stops reading stops
+our reads from the upstream, whose socket then fills and pauses. A client that goes away cancels
+the handler (the server runs with ``handler_cancellation``) or fails the next write; either way the
+upstream response is closed on the way out of :func:`open_upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .config import RouteConfig
+from .convert import StreamConverter, body_decoder
+from .errors import BadRequest, HTTPFailure, StreamError, UpstreamFailure
+from .upstream import (
+    body_from_json,
+    body_from_query,
+    choose_framing,
+    client_wants_ndjson,
+    fill_upstream_url,
+    merge_under,
+    open_upstream,
+    upstream_headers,
+)
+
+__all__ = ["CLIENT_SESSION", "SSE_HEADERS", "StreamRoute", "json_errors"]
+
+log = logging.getLogger("proxy")
+
+CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
+
+# Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
+# honours X-Accel-Buffering). The stream is never compressed: compression buffers.
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class _ClientGone(Exception):
+    """The client closed its connection; nothing more can be told to it."""
+
+
+class StreamRoute:
+    """The handler for one configured route."""
+
+    def __init__(self, route: RouteConfig) -> None:
+        self.route = route
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        route = self.route
+        body = await _client_body(request, route)
+        url = fill_upstream_url(route.upstream, request.match_info, _self_origin(request))
+        async with open_upstream(
+            request.app[CLIENT_SESSION],
+            route.upstream_method,
+            url,
+            body=None if route.upstream_method == "GET" else orjson.dumps(body),
+            headers=upstream_headers(route, request.headers),
+            timeouts=route.timeouts,
+        ) as upstream:
+            framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
+            if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
+                return await _relay_ndjson(request, upstream, route)
+            return await _relay_events(request, upstream, route, framing)
+
+
+async def _relay_events(
+    request: web.Request, upstream: aiohttp.ClientResponse, route: RouteConfig, framing: str
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    converter = StreamConverter(route.events)
+    decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
+    outcome = "client_gone"  # unless we get further: a cancelled handler means the client left
+    try:
+        await _send(response, converter.start())
+        await _pump(response, upstream, decoder.feed, route.events.heartbeat)
+        await _send(response, decoder.finish() + converter.end())
+        outcome = "eof"
+    except _ClientGone:
+        pass
+    except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
+        code, message = _stream_failure(exc, route)
+        output = exc.output if isinstance(exc, StreamError) else b""
+        with contextlib.suppress(_ClientGone):
+            await _send(response, output + converter.error(code, message))
+            outcome = code
+    finally:
+        log.info(
+            "%s %s: %d events, ended: %s",
+            request.method,
+            request.path,
+            converter.events_sent,
+            outcome,
+        )
+    return response
+
+
+async def _relay_ndjson(
+    request: web.Request, upstream: aiohttp.ClientResponse, route: RouteConfig
+) -> web.StreamResponse:
+    """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
+    NDJSON way (as Ollama does): a last line ``{"error": {...}}``."""
+    response = web.StreamResponse(
+        headers={
+            **SSE_HEADERS,
+            "Content-Type": upstream.headers.get("Content-Type", "application/x-ndjson"),
+        }
+    )
+    await response.prepare(request)
+    last_byte = b"\n"
+
+    def passthrough(chunk: bytes) -> bytes:
+        nonlocal last_byte
+        last_byte = chunk[-1:]
+        return chunk
+
+    try:
+        await _pump(response, upstream, passthrough, heartbeat=0)
+    except _ClientGone:
+        pass
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        code, message = _stream_failure(exc, route)
+        line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"
+        with contextlib.suppress(_ClientGone):
+            await _send(response, line if last_byte == b"\n" else b"\n" + line)
+    return response
+
+
+async def _pump(
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    convert: Callable[[bytes], bytes],
+    heartbeat: float,
+) -> None:
+    """Upstream chunks through ``convert`` to the client, until the upstream's EOF.
+
+    The heartbeat is a deadline on the read, not a timer task: after ``heartbeat`` seconds without
+    a write to the client, a comment goes out. An idle stream costs one timer and no wake-ups.
+    """
+    content = upstream.content
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    while True:
+        if heartbeat:
+            try:
+                async with asyncio.timeout_at(last_write + heartbeat) as idle:
+                    chunk = await content.readany()
+            except TimeoutError:
+                if not idle.expired():
+                    raise  # the upstream's own read timeout, not our heartbeat
+                await _send(response, StreamConverter.heartbeat())
+                last_write = loop.time()
+                continue
+        else:
+            chunk = await content.readany()
+        if not chunk:
+            return
+        output = convert(chunk)
+        if output:
+            await _send(response, output)
+            last_write = loop.time()
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    if not data:
+        return
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:
+        raise _ClientGone from exc
+
+
+def _stream_failure(exc: BaseException, route: RouteConfig) -> tuple[str, str]:
+    """The ``code`` and ``message`` of the error event for a failure after the stream started."""
+    if isinstance(exc, StreamError):
+        return exc.code, str(exc)
+    if isinstance(exc, TimeoutError):
+        return "upstream_timeout", f"the upstream sent nothing for {route.timeouts.read} s"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "upstream_closed", f"the upstream connection broke mid-stream: {exc}"
+    return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
+
+
+async def _client_body(request: web.Request, route: RouteConfig) -> dict[str, object]:
+    limit = route.limits.max_body_bytes
+    if request.method == "GET":
+        fields = body_from_query(request.query, route.body.query_param, limit)
+    else:
+        fields = body_from_json(await _read_limited(request, limit))
+    body = merge_under(route.body.defaults, fields)
+    last_event_id = request.headers.get("Last-Event-ID")
+    if route.body.last_event_id and last_event_id is not None:
+        body[route.body.last_event_id] = last_event_id
+    return body
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    too_large = BadRequest(
+        f"the request body is larger than {limit} bytes", code="body_too_large", status=413
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _self_origin(request: web.Request) -> str:
+    """This server as the client reached it: the socket's own address, never the Host header,
+    which a client controls."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple):
+        return "http://127.0.0.1"
+    host, port = sockname[0], sockname[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is JSON: ``{"error": {"code", "message"[, "upstream_status"]}}``."""
+    try:
+        return await handler(request)
+    except HTTPFailure as exc:
+        error: dict[str, object] = {"code": exc.code, "message": exc.message}
+        if isinstance(exc, UpstreamFailure):
+            error["upstream_status"] = exc.upstream_status
+        return web.json_response({"error": error}, status=exc.status, dumps=_dumps)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_").replace("-", "_")
+        message = f"{request.method} {request.path}: {exc.reason}"
+        if "Allow" in exc.headers:
+            message += f" (allowed: {exc.headers['Allow']})"
+        return web.json_response(
+            {"error": {"code": code, "message": message}},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+            dumps=_dumps,
+        )
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
