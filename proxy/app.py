@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .config import GatewayConfig
 from .demo import add_demo_routes
-from .handlers import CLIENT_SESSION, StreamRoute, json_errors
+from .handlers import CLIENT_SESSION, json_errors, stream_handler
 
 __all__ = ["CONFIG", "create_app", "make_runner"]
 
@@ -28,7 +28,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(_client_session)
     for route in config.routes:
-        handler = StreamRoute(route)
+        handler = stream_handler(route)
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
     if config.server.demo:

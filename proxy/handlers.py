@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -39,7 +40,7 @@ from .upstream import (
     upstream_headers,
 )
 
-__all__ = ["CLIENT_SESSION", "SSE_HEADERS", "StreamRoute", "json_errors"]
+__all__ = ["CLIENT_SESSION", "SSE_HEADERS", "json_errors", "stream_handler"]
 
 log = logging.getLogger("proxy")
 
@@ -58,28 +59,26 @@ class _ClientGone(Exception):
     """The client closed its connection; nothing more can be told to it."""
 
 
-class StreamRoute:
-    """The handler for one configured route."""
+def stream_handler(route: RouteConfig) -> Handler:
+    """The request handler for one configured route."""
+    return functools.partial(_stream, route)
 
-    def __init__(self, route: RouteConfig) -> None:
-        self.route = route
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        route = self.route
-        body = await _client_body(request, route)
-        url = fill_upstream_url(route.upstream, request.match_info, _self_origin(request))
-        async with open_upstream(
-            request.app[CLIENT_SESSION],
-            route.upstream_method,
-            url,
-            body=None if route.upstream_method == "GET" else orjson.dumps(body),
-            headers=upstream_headers(route, request.headers),
-            timeouts=route.timeouts,
-        ) as upstream:
-            framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
-            if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
-                return await _relay_ndjson(request, upstream, route)
-            return await _relay_events(request, upstream, route, framing)
+async def _stream(route: RouteConfig, request: web.Request) -> web.StreamResponse:
+    body = await _client_body(request, route)
+    url = fill_upstream_url(route.upstream, request.match_info, _self_origin(request))
+    async with open_upstream(
+        request.app[CLIENT_SESSION],
+        route.upstream_method,
+        url,
+        body=None if route.upstream_method == "GET" else orjson.dumps(body),
+        headers=upstream_headers(route, request.headers),
+        timeouts=route.timeouts,
+    ) as upstream:
+        framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
+        if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
+            return await _relay_ndjson(request, upstream, route)
+        return await _relay_events(request, upstream, route, framing)
 
 
 async def _relay_events(

@@ -1,0 +1,94 @@
+"""Shared fixtures: a real gateway on a loopback port, real upstream servers, a real SSE reader.
+
+The gateway is started exactly as ``python -m proxy`` starts it (``make_runner(create_app(...))``
+and a TCP site), not through aiohttp's TestServer, so the server options under test are the
+production ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy import create_app, make_runner, parse_config
+from proxy.sse import SSEEvent, SSEParser, SSERetry
+
+StartGateway = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """``await start_gateway(routes, server=None, environ=None) -> base URL``."""
+    runners: list[web.AppRunner] = []
+
+    async def start(
+        routes: list[dict[str, Any]],
+        server: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> str:
+        text = json.dumps({"server": server or {}, "routes": routes})  # JSON is YAML
+        config = parse_config(text, environ if environ is not None else dict(os.environ))
+        runner = make_runner(create_app(config))
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+StartUpstream = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_upstream(aiohttp_server: Any) -> StartUpstream:
+    """``await start_upstream({"/path": handler, ...}, method="POST") -> base URL``."""
+
+    async def start(handlers: dict[str, Any], method: str = "POST") -> str:
+        app = web.Application()
+        for path, handler in handlers.items():
+            app.router.add_route(method, path, handler)
+        server = await aiohttp_server(app)
+        return f"http://127.0.0.1:{server.port}"
+
+    return start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def parse_events(raw: bytes) -> list[SSEEvent]:
+    """Events a spec-following client dispatches from ``raw`` (retry lines left out)."""
+    parser = SSEParser()
+    return [item for item in parser.feed(raw) if isinstance(item, SSEEvent)]
+
+
+def parse_all(raw: bytes) -> list[SSEEvent | SSERetry]:
+    return SSEParser().feed(raw)
+
+
+def ndjson_handler(
+    lines: list[bytes], content_type: str = "application/x-ndjson"
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream that streams ``lines`` (each written and drained on its own) and ends."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for line in lines:
+            await response.write(line)
+        await response.write_eof()
+        return response
+
+    return handler
