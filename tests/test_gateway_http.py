@@ -11,8 +11,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp import web
-from yarl import URL
 from conftest import ndjson_handler, parse_all, parse_events
+from yarl import URL
 
 from proxy.sse import SSEEvent, SSERetry
 
@@ -30,12 +30,20 @@ def recording_upstream(seen: list[web.Request], bodies: list[Any], lines: list[b
 LINES = [b'{"n": 1}\n', b'{"n": 2}\n']
 
 
-async def test_get_query_becomes_json_body_with_defaults_underneath(start_upstream, start_gateway, http):
+async def test_get_query_becomes_json_body_with_defaults_underneath(
+    start_upstream, start_gateway, http
+):
     seen: list[web.Request] = []
     bodies: list[Any] = []
     upstream = await start_upstream({"/chat": recording_upstream(seen, bodies, LINES)})
     gateway = await start_gateway(
-        [{"path": "/chat", "upstream": upstream + "/chat", "body": {"defaults": {"stream": True, "model": "m", "options": {"a": 1, "b": 2}}}}]
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "body": {"defaults": {"stream": True, "model": "m", "options": {"a": 1, "b": 2}}},
+            }
+        ]
     )
     nested = quote(orjson.dumps({"options": {"b": 3}, "messages": [{"role": "user"}]}).decode())
     async with http.get(f"{gateway}/chat?model=x&tag=a&tag=b&body={nested}") as response:
@@ -59,7 +67,9 @@ async def test_post_json_object_is_merged_over_defaults(start_upstream, start_ga
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/chat", "body": {"defaults": {"stream": True}}}]
     )
-    async with http.post(f"{gateway}/chat", data=b'{"stream": false, "q": [1, {"x": null}]}') as response:
+    async with http.post(
+        f"{gateway}/chat", data=b'{"stream": false, "q": [1, {"x": null}]}'
+    ) as response:
         assert response.status == 200
         assert parse_events(await response.read())[0].data == '{"n": 1}'
     assert bodies == [{"stream": False, "q": [1, {"x": None}]}]
@@ -73,7 +83,9 @@ async def test_post_json_object_is_merged_over_defaults(start_upstream, start_ga
         pytest.param(b"{nope", "invalid_json", id="not-json"),
     ],
 )
-async def test_post_body_that_is_not_a_json_object_gets_400_json(start_upstream, start_gateway, http, body, code):
+async def test_post_body_that_is_not_a_json_object_gets_400_json(
+    start_upstream, start_gateway, http, body, code
+):
     seen: list[web.Request] = []
     upstream = await start_upstream({"/chat": recording_upstream(seen, [], LINES)})
     gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat"}])
@@ -138,11 +150,19 @@ async def test_headers_injected_forwarded_and_hop_by_hop_never(start_upstream, s
     assert "application/x-ndjson" in got["Accept"]
 
 
-async def test_last_event_id_goes_into_the_body_when_the_route_says_so(start_upstream, start_gateway, http):
+async def test_last_event_id_goes_into_the_body_when_the_route_says_so(
+    start_upstream, start_gateway, http
+):
     bodies: list[Any] = []
     upstream = await start_upstream({"/chat": recording_upstream([], bodies, LINES)})
     gateway = await start_gateway(
-        [{"path": "/chat", "upstream": upstream + "/chat", "body": {"last_event_id": "resume_after"}}]
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "body": {"last_event_id": "resume_after"},
+            }
+        ]
     )
     async with http.get(f"{gateway}/chat?q=1", headers={"Last-Event-ID": "7"}) as response:
         await response.read()
@@ -170,7 +190,9 @@ async def test_path_variable_is_exactly_one_upstream_path_segment(
         return await ndjson_handler(LINES)(request)
 
     upstream = await start_upstream({"/{tail:[\\s\\S]*}": anything})
-    gateway = await start_gateway([{"path": "/u/{name}", "upstream": upstream + "/base/{name}/stream"}])
+    gateway = await start_gateway(
+        [{"path": "/u/{name}", "upstream": upstream + "/base/{name}/stream"}]
+    )
     async with http.get(URL(gateway + client_path, encoded=True)) as response:
         assert response.status == 200
         await response.read()
@@ -204,7 +226,13 @@ async def test_connect_timeout_is_504_json(start_gateway, http):
         await asyncio.sleep(0.1)
         port = listener.getsockname()[1]
         gateway = await start_gateway(
-            [{"path": "/chat", "upstream": f"http://127.0.0.1:{port}/x", "timeouts": {"connect": 0.5}}]
+            [
+                {
+                    "path": "/chat",
+                    "upstream": f"http://127.0.0.1:{port}/x",
+                    "timeouts": {"connect": 0.5},
+                }
+            ]
         )
         started = asyncio.get_running_loop().time()
         async with http.get(f"{gateway}/chat") as response:
@@ -219,7 +247,9 @@ async def test_connect_timeout_is_504_json(start_gateway, http):
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 503])
-async def test_upstream_error_status_is_mirrored_with_json_body(start_upstream, start_gateway, http, status):
+async def test_upstream_error_status_is_mirrored_with_json_body(
+    start_upstream, start_gateway, http, status
+):
     async def failing(request: web.Request) -> web.Response:
         return web.json_response({"error": f"model says no ({status})"}, status=status)
 
@@ -250,7 +280,9 @@ async def test_upstream_silent_before_headers_is_504(start_upstream, start_gatew
 
 async def test_unknown_path_and_method_get_json_errors(start_upstream, start_gateway, http):
     upstream = await start_upstream({"/chat": ndjson_handler(LINES)})
-    gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat", "methods": ["GET"]}])
+    gateway = await start_gateway(
+        [{"path": "/chat", "upstream": upstream + "/chat", "methods": ["GET"]}]
+    )
     async with http.get(f"{gateway}/nowhere") as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "not_found"
@@ -260,10 +292,14 @@ async def test_unknown_path_and_method_get_json_errors(start_upstream, start_gat
         assert (await response.json())["error"]["code"] == "method_not_allowed"
 
 
-async def test_sse_response_headers_are_set_and_never_compressed(start_upstream, start_gateway, http):
+async def test_sse_response_headers_are_set_and_never_compressed(
+    start_upstream, start_gateway, http
+):
     upstream = await start_upstream({"/chat": ndjson_handler(LINES)})
     gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat"}])
-    async with http.get(f"{gateway}/chat", headers={"Accept-Encoding": "gzip, deflate, br"}) as response:
+    async with http.get(
+        f"{gateway}/chat", headers={"Accept-Encoding": "gzip, deflate, br"}
+    ) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         assert response.headers["Cache-Control"] == "no-cache"
@@ -271,10 +307,7 @@ async def test_sse_response_headers_are_set_and_never_compressed(start_upstream,
         assert "Content-Encoding" not in response.headers
         raw = await response.read()
     assert raw == (
-        b"retry: 3000\n\n"
-        b'id: 1\ndata: {"n": 1}\n\n'
-        b'id: 2\ndata: {"n": 2}\n\n'
-        b"event: end\ndata:\n\n"
+        b'retry: 3000\n\nid: 1\ndata: {"n": 1}\n\nid: 2\ndata: {"n": 2}\n\nevent: end\ndata:\n\n'
     )
 
 
@@ -290,48 +323,81 @@ async def test_json_pointer_routes_pick_event_id_and_data(start_upstream, start_
                 "path": "/watch",
                 "upstream": upstream + "/watch",
                 "framing": "ndjson",
-                "events": {"event_from": "/type", "id": "/rv", "data": "/object/name", "retry": None},
+                "events": {
+                    "event_from": "/type",
+                    "id": "/rv",
+                    "data": "/object/name",
+                    "retry": None,
+                },
             }
         ]
     )
     async with http.get(f"{gateway}/watch") as response:
         raw = await response.read()
     assert raw == (
-        b"id: 10\nevent: ADDED\ndata: a\n\n"
-        b"id: 11\nevent: DELETED\ndata: b\n\n"
-        b"event: end\ndata:\n\n"
+        b"id: 10\nevent: ADDED\ndata: a\n\nid: 11\nevent: DELETED\ndata: b\n\nevent: end\ndata:\n\n"
     )
 
 
-async def test_bad_line_gives_error_event_with_line_number_and_stream_goes_on(start_upstream, start_gateway, http):
-    lines = [b'{"message": {"content": "a"}}\n', b"\n", b"not json\n", b'{"other": 1}\n', b'{"message": {"content": "b"}}\n']
+async def test_bad_line_gives_error_event_with_line_number_and_stream_goes_on(
+    start_upstream, start_gateway, http
+):
+    lines = [
+        b'{"message": {"content": "a"}}\n',
+        b"\n",
+        b"not json\n",
+        b'{"other": 1}\n',
+        b'{"message": {"content": "b"}}\n',
+    ]
     upstream = await start_upstream({"/chat": ndjson_handler(lines)})
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/chat", "events": {"data": "/message/content"}}]
     )
     async with http.get(f"{gateway}/chat") as response:
         events = parse_events(await response.read())
-    assert [(e.event, e.data) for e in events if e.event != "error"] == [("message", "a"), ("message", "b"), ("end", "")]
+    assert [(e.event, e.data) for e in events if e.event != "error"] == [
+        ("message", "a"),
+        ("message", "b"),
+        ("end", ""),
+    ]
     errors = [orjson.loads(e.data) for e in events if e.event == "error"]
-    assert [(e["code"], e["line"]) for e in errors] == [("invalid_json", 3), ("pointer_not_found", 4)]
+    assert [(e["code"], e["line"]) for e in errors] == [
+        ("invalid_json", 3),
+        ("pointer_not_found", 4),
+    ]
     assert all(f"line {e['line']}" in e["message"] for e in errors)
 
 
 async def test_upstream_values_cannot_forge_sse_framing(start_upstream, start_gateway, http):
     lines = [
-        orjson.dumps({"type": "x\r\nevent: forged\r\n\r\ndata: evil", "id": "1\n\nid: 9", "text": "a\r\nb\rc\n\ndata: d"}) + b"\n",
-        b'raw\rline: with CR\n',
+        orjson.dumps(
+            {
+                "type": "x\r\nevent: forged\r\n\r\ndata: evil",
+                "id": "1\n\nid: 9",
+                "text": "a\r\nb\rc\n\ndata: d",
+            }
+        )
+        + b"\n",
+        b"raw\rline: with CR\n",
     ]
-    upstream = await start_upstream({"/a": ndjson_handler(lines[:1]), "/b": ndjson_handler(lines[1:])})
+    upstream = await start_upstream(
+        {"/a": ndjson_handler(lines[:1]), "/b": ndjson_handler(lines[1:])}
+    )
     gateway = await start_gateway(
         [
-            {"path": "/a", "upstream": upstream + "/a", "events": {"event_from": "/type", "id": "/id", "data": "/text"}},
+            {
+                "path": "/a",
+                "upstream": upstream + "/a",
+                "events": {"event_from": "/type", "id": "/id", "data": "/text"},
+            },
             {"path": "/b", "upstream": upstream + "/b"},
         ]
     )
     async with http.get(f"{gateway}/a") as response:
         events = parse_events(await response.read())
-    assert events[0] == SSEEvent(data="a\nb\nc\n\ndata: d", event="xevent: forgeddata: evil", id="1id: 9")
+    assert events[0] == SSEEvent(
+        data="a\nb\nc\n\ndata: d", event="xevent: forgeddata: evil", id="1id: 9"
+    )
     assert [e.event for e in events] == ["xevent: forgeddata: evil", "end"]
     async with http.get(f"{gateway}/b") as response:
         raw = await response.read()
@@ -346,14 +412,22 @@ async def test_accept_ndjson_gets_the_upstream_bytes_untouched(start_upstream, s
     async with http.get(f"{gateway}/chat", headers={"Accept": "application/x-ndjson"}) as response:
         assert response.content_type == "application/x-ndjson"
         assert await response.read() == b"".join(lines)
-    async with http.get(f"{gateway}/chat", headers={"Accept": "text/event-stream, application/x-ndjson"}) as response:
+    async with http.get(
+        f"{gateway}/chat", headers={"Accept": "text/event-stream, application/x-ndjson"}
+    ) as response:
         assert response.content_type == "text/event-stream"
 
 
 async def test_upstream_sse_is_passed_through_reframed(start_upstream, start_gateway, http):
-    body = [b"retry: 500\n\n", b": upstream ping\n\nid: u1\nevent: token\ndata: a\r\n", b"data: b\r\n\r\ndata: c\n\n"]
+    body = [
+        b"retry: 500\n\n",
+        b": upstream ping\n\nid: u1\nevent: token\ndata: a\r\n",
+        b"data: b\r\n\r\ndata: c\n\n",
+    ]
     upstream = await start_upstream({"/sse": ndjson_handler(body, "text/event-stream")})
-    gateway = await start_gateway([{"path": "/sse", "upstream": upstream + "/sse", "events": {"retry": None}}])
+    gateway = await start_gateway(
+        [{"path": "/sse", "upstream": upstream + "/sse", "events": {"retry": None}}]
+    )
     async with http.get(f"{gateway}/sse") as response:
         items = parse_all(await response.read())
     assert items == [
@@ -364,7 +438,9 @@ async def test_upstream_sse_is_passed_through_reframed(start_upstream, start_gat
     ]
 
 
-async def test_upstream_json_document_becomes_one_event_then_end(start_upstream, start_gateway, http):
+async def test_upstream_json_document_becomes_one_event_then_end(
+    start_upstream, start_gateway, http
+):
     async def document(request: web.Request) -> web.Response:
         return web.json_response({"message": {"content": "whole answer"}, "done": True})
 
@@ -377,7 +453,9 @@ async def test_upstream_json_document_becomes_one_event_then_end(start_upstream,
     assert [(e.event, e.data) for e in events] == [("message", "whole answer"), ("end", "")]
 
 
-async def test_upstream_html_page_is_a_502_that_says_how_to_fix_it(start_upstream, start_gateway, http):
+async def test_upstream_html_page_is_a_502_that_says_how_to_fix_it(
+    start_upstream, start_gateway, http
+):
     async def html(request: web.Request) -> web.Response:
         return web.Response(text="<h1>Login</h1>", content_type="text/html")
 
@@ -413,7 +491,10 @@ async def test_jsonl_and_stream_json_content_types_are_streams(start_upstream, s
         }
     )
     gateway = await start_gateway(
-        [{"path": f"/{name}", "upstream": f"{upstream}/{name}"} for name in ("jsonl", "spring", "seq")]
+        [
+            {"path": f"/{name}", "upstream": f"{upstream}/{name}"}
+            for name in ("jsonl", "spring", "seq")
+        ]
     )
     for name in ("jsonl", "spring", "seq"):
         async with http.get(f"{gateway}/{name}") as response:

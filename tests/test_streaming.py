@@ -1,4 +1,4 @@
-"""The streaming guarantees, each on real sockets: flushed at once, bounded, cancelled with the client."""
+"""The streaming guarantees on real sockets: flushed at once, bounded, closed with the client."""
 
 from __future__ import annotations
 
@@ -12,19 +12,9 @@ from conftest import parse_events
 from proxy.sse import SSEEvent, SSEParser
 
 
-async def read_events_until(response, count: int, timeout: float = 5.0) -> list[SSEEvent]:
-    """Read from a live response until ``count`` events are parsed (no more bytes than needed)."""
-    parser = SSEParser()
-    events: list[SSEEvent] = []
-    async with asyncio.timeout(timeout):
-        while len(events) < count:
-            chunk = await response.content.readany()
-            assert chunk, f"stream ended after {len(events)} events"
-            events += [e for e in parser.feed(chunk) if isinstance(e, SSEEvent)]
-    return events
-
-
-async def open_raw_stream(gateway: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_raw_stream(
+    gateway: str, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A bare TCP client: sends the EventSource request and reads only the response head."""
     host, port = gateway.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -38,7 +28,9 @@ async def open_raw_stream(gateway: str, path: str) -> tuple[asyncio.StreamReader
     return reader, writer
 
 
-async def test_each_event_is_flushed_before_the_upstream_sends_the_next_line(start_upstream, start_gateway, http):
+async def test_each_event_is_flushed_before_the_upstream_sends_the_next_line(
+    start_upstream, start_gateway, http
+):
     released: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
 
     async def lockstep(request: web.Request) -> web.StreamResponse:
@@ -52,7 +44,9 @@ async def test_each_event_is_flushed_before_the_upstream_sends_the_next_line(sta
         return response
 
     upstream = await start_upstream({"/chat": lockstep})
-    gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0}}])
+    gateway = await start_gateway(
+        [{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0}}]
+    )
     async with http.get(f"{gateway}/chat") as response:
         parser = SSEParser()
         seen: list[str] = []
@@ -68,8 +62,17 @@ async def test_each_event_is_flushed_before_the_upstream_sends_the_next_line(sta
     assert [e.event for e in rest] == ["end"]
 
 
-async def test_chunk_boundaries_inside_utf8_and_between_cr_and_lf_do_not_matter(start_upstream, start_gateway, http):
-    pieces = [b'{"t": "caf\xc3', b'\xa9"}\r', b'\n{"t": "\xe2\x82', b'\xac"}', b"\r\n", b'{"t": "last"}']
+async def test_chunk_boundaries_inside_utf8_and_between_cr_and_lf_do_not_matter(
+    start_upstream, start_gateway, http
+):
+    pieces = [
+        b'{"t": "caf\xc3',
+        b'\xa9"}\r',
+        b'\n{"t": "\xe2\x82',
+        b'\xac"}',
+        b"\r\n",
+        b'{"t": "last"}',
+    ]
 
     async def dribble(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -82,7 +85,13 @@ async def test_chunk_boundaries_inside_utf8_and_between_cr_and_lf_do_not_matter(
 
     upstream = await start_upstream({"/chat": dribble})
     gateway = await start_gateway(
-        [{"path": "/chat", "upstream": upstream + "/chat", "events": {"data": "/t", "heartbeat": 0}}]
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "events": {"data": "/t", "heartbeat": 0},
+            }
+        ]
     )
     async with http.get(f"{gateway}/chat") as response:
         events = parse_events(await response.read())
@@ -94,7 +103,9 @@ async def test_chunk_boundaries_inside_utf8_and_between_cr_and_lf_do_not_matter(
     ]
 
 
-async def test_line_over_max_line_bytes_is_an_error_event_not_an_allocation(start_upstream, start_gateway, http):
+async def test_line_over_max_line_bytes_is_an_error_event_not_an_allocation(
+    start_upstream, start_gateway, http
+):
     sent = {"bytes": 0, "closed_early": False}
 
     async def huge_line(request: web.Request) -> web.StreamResponse:
@@ -140,7 +151,9 @@ async def test_client_that_stops_reading_pauses_the_upstream(start_upstream, sta
         return response
 
     upstream = await start_upstream({"/chat": firehose})
-    gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0}}])
+    gateway = await start_gateway(
+        [{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0}}]
+    )
     reader, writer = await open_raw_stream(gateway, "/chat")
     try:
         await reader.read(65536)  # the stream has started; now the client reads nothing more
@@ -159,7 +172,9 @@ async def test_client_that_stops_reading_pauses_the_upstream(start_upstream, sta
         writer.close()
 
 
-async def test_client_that_goes_away_closes_a_silent_upstream_within_a_second(start_upstream, start_gateway):
+async def test_client_that_goes_away_closes_a_silent_upstream_within_a_second(
+    start_upstream, start_gateway
+):
     closed_at: list[float] = []
     started = asyncio.Event()
 
@@ -215,7 +230,9 @@ async def test_client_that_goes_away_mid_flow_closes_a_busy_upstream(start_upstr
     await asyncio.wait_for(closed.wait(), 1.0)
 
 
-async def test_heartbeat_comment_after_silence_and_none_when_disabled(start_upstream, start_gateway, http):
+async def test_heartbeat_comment_after_silence_and_none_when_disabled(
+    start_upstream, start_gateway, http
+):
     async def pause(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -240,7 +257,9 @@ async def test_heartbeat_comment_after_silence_and_none_when_disabled(start_upst
         assert b": ping" not in await response.read()
 
 
-async def test_upstream_that_dies_mid_stream_gives_an_error_event(start_upstream, start_gateway, http):
+async def test_upstream_that_dies_mid_stream_gives_an_error_event(
+    start_upstream, start_gateway, http
+):
     async def dies(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -260,7 +279,9 @@ async def test_upstream_that_dies_mid_stream_gives_an_error_event(start_upstream
     assert "end" not in [e.event for e in events]
 
 
-async def test_upstream_silent_mid_stream_past_read_timeout_gives_an_error_event(start_upstream, start_gateway, http):
+async def test_upstream_silent_mid_stream_past_read_timeout_gives_an_error_event(
+    start_upstream, start_gateway, http
+):
     async def stalls(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -270,7 +291,14 @@ async def test_upstream_silent_mid_stream_past_read_timeout_gives_an_error_event
 
     upstream = await start_upstream({"/chat": stalls})
     gateway = await start_gateway(
-        [{"path": "/chat", "upstream": upstream + "/chat", "timeouts": {"read": 0.4}, "events": {"heartbeat": 0.1}}]
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "timeouts": {"read": 0.4},
+                "events": {"heartbeat": 0.1},
+            }
+        ]
     )
     started = time.perf_counter()
     async with http.get(f"{gateway}/chat") as response:
@@ -283,7 +311,9 @@ async def test_upstream_silent_mid_stream_past_read_timeout_gives_an_error_event
     assert b": ping" in raw  # heartbeats went out while waiting; they do not reset the read timeout
 
 
-async def test_upstream_connections_are_reused_by_the_one_client_session(start_upstream, start_gateway, http):
+async def test_upstream_connections_are_reused_by_the_one_client_session(
+    start_upstream, start_gateway, http
+):
     peers: list[object] = []
 
     async def record(request: web.Request) -> web.Response:
