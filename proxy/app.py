@@ -14,7 +14,7 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from .config import GatewayConfig
+from .config import HEALTH_PATH, GatewayConfig
 from .demo import add_demo_routes
 from .handlers import CLIENT_SESSION, json_errors, stream_handler
 
@@ -31,9 +31,15 @@ def create_app(config: GatewayConfig) -> web.Application:
         handler = stream_handler(route)
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
+    app.router.add_get(HEALTH_PATH, _healthz)
     if config.server.demo:
         add_demo_routes(app)
     return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    """The process is up and serving (for container health checks)."""
+    return web.json_response({"status": "ok"})
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:

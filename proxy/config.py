@@ -62,6 +62,8 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
     }
 )
 
+HEALTH_PATH: Final = "/healthz"
+DEMO_PATHS: Final = ("/", "/demo/api/chat")
 _ENV_REFERENCE: Final = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -229,11 +231,17 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_routes(self) -> GatewayConfig:
+        reserved = {HEALTH_PATH, *(DEMO_PATHS if self.server.demo else ())}
         seen: set[tuple[str, str]] = set()
-        for route in self.routes:
+        # These checks span routes, so the message names the key itself (see _describe).
+        for index, route in enumerate(self.routes):
+            if route.path in reserved:
+                raise ValueError(
+                    f"routes[{index}].path: {route.path} is served by the gateway itself"
+                )
             for method in route.methods:
                 if (method, route.path) in seen:
-                    raise ValueError(f"{method} {route.path} is configured twice")
+                    raise ValueError(f"routes[{index}]: {method} {route.path} is configured twice")
                 seen.add((method, route.path))
         return self
 
@@ -320,4 +328,4 @@ def _describe(exc: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where or 'config'}: {message}{more}"
+    return f"{where}: {message}{more}" if where else f"{message}{more}"

@@ -183,3 +183,20 @@ async def test_demo_raw_route_passes_whole_ollama_lines(bundled_gateway):
     assert lines[0]["message"]["role"] == "assistant"
     assert lines[-1]["done"] is True
     assert all(line["done"] is False for line in lines[:-1])
+
+
+async def test_healthz_answers_while_the_process_serves(bundled_gateway):
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(bundled_gateway + "/healthz") as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
+
+
+def test_routes_may_not_shadow_the_gateways_own_paths(tmp_path):
+    path = tmp_path / "clash.yaml"
+    path.write_text("server: {demo: true}\nroutes:\n  - {path: /healthz, upstream: 'http://h/'}\n")
+    result = run_cli("--config", str(path))
+    assert result.returncode == 2
+    assert "clash.yaml: routes[0].path: /healthz is served by the gateway itself" in result.stderr

@@ -16,15 +16,17 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from proxy.config import DEMO_PATHS
+
 __all__ = ["DEMO_CHAT_PATH", "add_demo_routes", "demo_reply_tokens"]
 
-DEMO_CHAT_PATH: Final = "/demo/api/chat"
+DEMO_PAGE_PATH, DEMO_CHAT_PATH = DEMO_PATHS
 DEFAULT_DELAY_MS: Final = 60
 _TOKEN: Final = re.compile(r"\S+\s*|\s+")
 
 
 def add_demo_routes(app: web.Application) -> None:
-    app.router.add_get("/", _page)
+    app.router.add_get(DEMO_PAGE_PATH, _page)
     app.router.add_post(DEMO_CHAT_PATH, _chat)
 
 
