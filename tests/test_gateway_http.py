@@ -500,3 +500,83 @@ async def test_jsonl_and_stream_json_content_types_are_streams(start_upstream, s
         async with http.get(f"{gateway}/{name}") as response:
             events = parse_events(await response.read())
         assert [e.data for e in events] == ['{"n": 1}', '{"n": 2}', ""], name
+
+
+async def test_invalid_utf8_and_binary_garbage_never_crash_a_stream(
+    start_upstream, start_gateway, http
+):
+    lines = [
+        b'{"t": "ok"}\n',
+        b"\xff\xfe garbage \xc3(\x00\n",
+        b'{"t": "bad \xe9"}\n',
+        b'{"t": "after"}\n',
+    ]
+    upstream = await start_upstream({"/chat": ndjson_handler(lines)})
+    gateway = await start_gateway(
+        [
+            {"path": "/line", "upstream": upstream + "/chat"},
+            {"path": "/pointer", "upstream": upstream + "/chat", "events": {"data": "/t"}},
+        ]
+    )
+    async with http.get(f"{gateway}/line") as response:
+        raw = await response.read()
+    raw.decode("utf-8")  # the event stream is always valid UTF-8
+    assert [e.data for e in parse_events(raw)] == [
+        '{"t": "ok"}',
+        "\ufffd\ufffd garbage \ufffd(\x00",
+        '{"t": "bad \ufffd"}',
+        '{"t": "after"}',
+        "",
+    ]
+    async with http.get(f"{gateway}/pointer") as response:
+        events = parse_events(await response.read())
+    assert [
+        (e.event, e.data if e.event != "error" else orjson.loads(e.data)["code"]) for e in events
+    ] == [
+        ("message", "ok"),
+        ("error", "invalid_json"),
+        ("error", "invalid_json"),
+        ("message", "after"),
+        ("end", ""),
+    ]
+
+
+async def test_tail_placeholder_is_escaped_as_one_segment_too(start_upstream, start_gateway, http):
+    seen: list[web.Request] = []
+
+    async def anything(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        return await ndjson_handler(LINES)(request)
+
+    upstream = await start_upstream({"/{tail:[\\s\\S]*}": anything})
+    gateway = await start_gateway(
+        [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
+    )
+    async with http.get(URL(f"{gateway}/models/a/b/../c", encoded=True)) as response:
+        assert response.status == 200
+        await response.read()
+    assert seen[0].raw_path == "/api/a%2Fb%2F..%2Fc"
+
+
+async def test_upstream_method_get_sends_no_body(start_upstream, start_gateway, http):
+    seen: list[tuple[str, bytes]] = []
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, await request.read()))
+        return await ndjson_handler([b'{"type": "ADDED"}\n'], "application/json")(request)
+
+    upstream = await start_upstream({"/watch": watch}, method="GET")
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/pods",
+                "upstream": upstream + "/watch",
+                "upstream_method": "GET",
+                "framing": "ndjson",
+            }
+        ]
+    )
+    async with http.get(f"{gateway}/pods?ignored=1") as response:
+        events = parse_events(await response.read())
+    assert seen == [("GET", b"")]
+    assert [e.data for e in events] == ['{"type": "ADDED"}', ""]
