@@ -323,6 +323,8 @@ def _describe(exc: ValidationError) -> str:
     first = errors[0]
     where = ""
     for part in first["loc"]:
+        if part == "[key]":  # pydantic's marker for "the key itself failed"
+            continue
         where = f"{where}[{part}]" if isinstance(part, int) else _join(where, part)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

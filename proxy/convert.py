@@ -112,7 +112,7 @@ class StreamConverter:
                 line = _as_utf8(line)
             self._sequence += 1
             head = b"id: %d\n" % self._sequence if self._use_sequence else b""
-            if b"\r" in line:
+            if b"\r" in line or b"\n" in line:  # LF only in a whole application/json document
                 out.append(head + self._event_prefix + encode_data(line) + b"\n")
             else:
                 out.append(head + self._event_prefix + b"data: " + line + b"\n\n")

@@ -106,6 +106,8 @@ class LineFramer:
 
     def _check_pending(self) -> None:
         size = len(self._pending)
+        if self._at_start and self._pending.startswith(_UTF8_BOM):
+            size -= len(_UTF8_BOM)  # dropped when the line completes; it is not line content
         limit = self._max_line_bytes
         # One byte of slack for a "\r" whose "\n" is still on its way.
         if size > limit + 1 or (size == limit + 1 and self._pending[-1] != 0x0D):

@@ -109,6 +109,7 @@ class SSEParser:
         "_data",
         "_data_bytes",
         "_event_type",
+        "_id_buffer",
         "_last_event_id",
         "_max_bytes",
         "_pending",
@@ -124,11 +125,13 @@ class SSEParser:
         self._data: list[str] = []
         self._data_bytes = 0
         self._event_type = ""
+        self._id_buffer = ""
         self._last_event_id = ""
         self._started_event = False
 
     @property
     def last_event_id(self) -> str:
+        """The id a reconnecting browser would send: the one in force at the last dispatch."""
         return self._last_event_id
 
     @property
@@ -209,7 +212,7 @@ class SSEParser:
             value = value[1:]
         if name == "data":
             self._started_event = True
-            self._data_bytes += len(value) + 1
+            self._data_bytes += len(raw)
             if self._data_bytes > self._max_bytes:
                 raise LineTooLong(None, self._max_bytes)
             self._data.append(value)
@@ -219,12 +222,15 @@ class SSEParser:
         elif name == "id":
             self._started_event = True
             if "\x00" not in value:
-                self._last_event_id = value
+                self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
             out.append(SSERetry(int(value)))
         # Any other field name is ignored, as the spec says.
 
     def _dispatch(self, out: list[SSEEvent | SSERetry]) -> None:
+        # As the spec orders it: the id buffer becomes the last event ID even when no event is
+        # dispatched for lack of data.
+        self._last_event_id = self._id_buffer
         self._started_event = False
         data, self._data, self._data_bytes = self._data, [], 0
         event_type, self._event_type = self._event_type, ""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from multidict import CIMultiDictProxy, MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .config import HOP_BY_HOP_HEADERS, PLACEHOLDER, Framing, RouteConfig, TimeoutsConfig
@@ -132,11 +132,17 @@ def fill_upstream_url(template: str, variables: Mapping[str, str], self_origin: 
     return URL(filled, encoded=True)
 
 
-def upstream_headers(route: RouteConfig, client_headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """Headers for the upstream request: forwarded client headers, then the route's own."""
-    headers = {"Accept": UPSTREAM_ACCEPT}
-    # Headers the client names in Connection are hop-by-hop for this hop too (RFC 9110 7.6.1).
-    connection = {t.strip().lower() for t in client_headers.get("Connection", "").split(",")}
+def upstream_headers(route: RouteConfig, client_headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Headers for the upstream request: forwarded client headers, then the route's own (which
+    replace any of the same name, whatever its case)."""
+    headers = CIMultiDict({"Accept": UPSTREAM_ACCEPT})
+    # Headers the client names in Connection are hop-by-hop for this hop too (RFC 9110 7.6.1);
+    # Connection is a list header, so every field line of it counts.
+    connection = {
+        token.strip().lower()
+        for line in client_headers.getall("Connection", [])
+        for token in line.split(",")
+    }
     for name in (*route.forward_headers, "Last-Event-ID"):
         lowered = name.lower()
         if lowered in connection or lowered in HOP_BY_HOP_HEADERS:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import pytest
 from hypothesis import strategies as st
 
-__all__ = ["CHUNKERS", "bytewise", "every_two_way_split", "split_at", "splits", "whole"]
+__all__ = ["CHUNKERS", "Chunker", "bytewise", "every_two_way_split", "split_at", "splits", "whole"]
 
 
 def whole(data: bytes) -> list[bytes]:
@@ -46,4 +47,6 @@ def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:
 
 
 #: The deterministic chunkings, for ``pytest.mark.parametrize("chunker", CHUNKERS)``.
-CHUNKERS: list[Callable[[bytes], list[bytes]]] = [whole, bytewise]
+CHUNKERS = [pytest.param(whole, id="whole"), pytest.param(bytewise, id="bytewise")]
+
+Chunker = Callable[[bytes], list[bytes]]
