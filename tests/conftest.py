@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -92,3 +95,57 @@ def ndjson_handler(
         return response
 
     return handler
+
+
+# -- real clients: Chromium (Debian's, driven by Playwright) and Node ------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def require(condition: bool, why: str) -> None:
+    """Missing tools skip a developer's run with the fix in the message, but fail CI, where
+    .ci/run installs them: a green CI never hides an unrun browser or Node test."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A fresh headless Chromium (Debian's /usr/bin/chromium; never a downloaded build)."""
+    require(CHROMIUM.exists(), "needs Debian's chromium: sudo apt-get install chromium")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        # launch() gives every browser a new temporary profile.
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/node with its pinned npm packages installed (npm ci, once)."""
+    require(shutil.which("node") is not None, "needs Node.js 20+: sudo apt-get install nodejs npm")
+    if not (NODE_DIR / "node_modules" / ".package-lock.json").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            check=True,
+            timeout=300,
+        )
+    return NODE_DIR
