@@ -28,6 +28,7 @@ def recording_upstream(seen: list[web.Request], bodies: list[Any], lines: list[b
 
 
 LINES = [b'{"n": 1}\n', b'{"n": 2}\n']
+ANY_PATH = "/{tail:[\\s\\S]*}"  # every path, even one with CR/LF in it
 
 
 async def test_get_query_becomes_json_body_with_defaults_underneath(
@@ -184,12 +185,7 @@ async def test_path_variable_is_exactly_one_upstream_path_segment(
     start_upstream, start_gateway, http, client_path, upstream_raw_path
 ):
     seen: list[web.Request] = []
-
-    async def anything(request: web.Request) -> web.StreamResponse:
-        seen.append(request)
-        return await ndjson_handler(LINES)(request)
-
-    upstream = await start_upstream({"/{tail:[\\s\\S]*}": anything})
+    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
     gateway = await start_gateway(
         [{"path": "/u/{name}", "upstream": upstream + "/base/{name}/stream"}]
     )
@@ -543,12 +539,7 @@ async def test_invalid_utf8_and_binary_garbage_never_crash_a_stream(
 
 async def test_tail_placeholder_is_escaped_as_one_segment_too(start_upstream, start_gateway, http):
     seen: list[web.Request] = []
-
-    async def anything(request: web.Request) -> web.StreamResponse:
-        seen.append(request)
-        return await ndjson_handler(LINES)(request)
-
-    upstream = await start_upstream({"/{tail:[\\s\\S]*}": anything})
+    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
     gateway = await start_gateway(
         [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
     )
