@@ -67,7 +67,7 @@ class StreamConverter:
         "_use_sequence",
     )
 
-    def __init__(self, rules: EventsConfig) -> None:
+    def __init__(self, rules: EventsConfig, *, last_event_id: str | None = None) -> None:
         self._default_event = rules.event
         self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
         self._event_from = rules.event_from
@@ -77,7 +77,9 @@ class StreamConverter:
         self._end_event = rules.end_event
         self._error_event = rules.error_event
         self._retry = rules.retry
-        self._sequence = 0
+        # A reconnecting client sends the last id it saw; a sequence goes on from there, so ids
+        # never run backwards in the browser (its lastEventId would otherwise repeat).
+        self._sequence = _sequence_after(last_event_id)
         self._line_number = 0
         self._last_sse_id = ""
 
@@ -90,7 +92,8 @@ class StreamConverter:
         )
 
     @property
-    def events_sent(self) -> int:
+    def sequence(self) -> int:
+        """The id of the last event sent (in ``sequence`` mode: its number)."""
         return self._sequence
 
     def start(self) -> bytes:
@@ -204,6 +207,12 @@ def _resolve(pointer: JsonPointer, document: Any, number: int) -> Any:
         return pointer.resolve(document)
     except PointerNotFound as exc:
         raise _LineError("pointer_not_found", f"line {number}: {exc}") from None
+
+
+def _sequence_after(last_event_id: str | None) -> int:
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        return int(last_event_id)
+    return 0
 
 
 def _as_utf8(line: bytes) -> bytes:

@@ -454,3 +454,28 @@ async def test_demo_page_streams_the_whole_answer_and_says_done(browser, start_g
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
     await page.screenshot(path=artifacts / "demo-page.png", full_page=True)
+
+
+async def test_demo_page_closes_on_the_gateways_error_event_instead_of_restarting(
+    browser, start_upstream, start_gateway
+):
+    requests: list[UpstreamRequest] = []
+    upstream = await start_upstream({"/chat": recorded(line_then_drop, requests)})
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/broken",
+                "upstream": upstream + "/chat",
+                "events": {"data": "/n", "retry": 200},
+            }
+        ],
+        server={"demo": True},
+    )
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(f"{gateway}/?route=/broken")
+    await page.wait_for_selector("body[data-state=error]")
+    assert (await page.text_content("#status")).startswith("error upstream_closed: ")
+    await asyncio.sleep(1.0)  # five times the retry delay: a reconnect would have come by now
+    assert len(requests) == 1
+    assert await page.text_content("#answer") == "1"
