@@ -72,7 +72,7 @@ class StreamConverter:
         "_use_sequence",
     )
 
-    def __init__(self, rules: EventsConfig) -> None:
+    def __init__(self, rules: EventsConfig, *, last_event_id: str | None = None) -> None:
         self._default_event = rules.event
         self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
         self._event_from = rules.event_from
@@ -83,7 +83,9 @@ class StreamConverter:
         self._end_event = rules.end_event
         self._error_event = rules.error_event
         self._retry = rules.retry
-        self._sequence = 0
+        # A reconnecting client sends the last id it saw; a sequence goes on from there, so ids
+        # never run backwards in the browser (its lastEventId would otherwise repeat).
+        self._sequence = _sequence_after(last_event_id)
         self._line_number = 0
         self._last_sse_id = ""
 
@@ -96,7 +98,8 @@ class StreamConverter:
         )
 
     @property
-    def events_sent(self) -> int:
+    def sequence(self) -> int:
+        """The id of the last event sent (in ``sequence`` mode: its number)."""
         return self._sequence
 
     def start(self) -> bytes:
@@ -236,6 +239,12 @@ class StreamConverter:
         raise _LineError(
             "invalid_event_id", f"line {number}: {self._id_pointer.text} is not a string or integer"
         )
+
+
+def _sequence_after(last_event_id: str | None) -> int:
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        return int(last_event_id)
+    return 0
 
 
 def _as_utf8(line: bytes) -> bytes:

@@ -86,7 +86,8 @@ async def _relay_events(
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
-    converter = StreamConverter(route.events)
+    converter = StreamConverter(route.events, last_event_id=request.headers.get("Last-Event-ID"))
+    first_sequence = converter.sequence
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
     outcome = "client_gone"  # unless we get further: a cancelled handler means the client left
     try:
@@ -107,7 +108,7 @@ async def _relay_events(
             "%s %s: %d events, ended: %s",
             request.method,
             request.path,
-            converter.events_sent,
+            converter.sequence - first_sequence,
             outcome,
         )
     return response
@@ -198,7 +199,9 @@ def _stream_failure(exc: BaseException, route: RouteConfig) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "upstream_timeout", f"the upstream sent nothing for {route.timeouts.read} s"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return "upstream_closed", f"the upstream connection broke mid-stream: {exc}"
+        # aiohttp's text ("Response payload is not completed: <TransferEncodingError: 400, ...")
+        # shows a parser status that looks like an HTTP one; say what happened instead.
+        return "upstream_closed", "the upstream connection closed before the body was complete"
     return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
 
 

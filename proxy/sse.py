@@ -109,6 +109,7 @@ class SSEParser:
 
     __slots__ = (
         "_at_start",
+        "_bom_glue",
         "_data",
         "_data_bytes",
         "_event_type",
@@ -125,6 +126,7 @@ class SSEParser:
         self._pending = bytearray()
         self._skip_lf = False
         self._at_start = True
+        self._bom_glue = False
         self._data: list[str] = []
         self._data_bytes = 0
         self._event_type = ""
@@ -158,6 +160,7 @@ class SSEParser:
             self._at_start = False
             if buffer.startswith(_BOM):
                 del buffer[: len(_BOM)]
+                self._bom_glue = True
         out: list[SSEEvent | SSERetry] = []
         try:
             self._scan(buffer, out)
@@ -169,10 +172,14 @@ class SSEParser:
     def _scan(self, buffer: bytearray, out: list[SSEEvent | SSERetry]) -> None:
         start = 0
         end = len(buffer)
+        # Chromium (Blink's EventSourceParser) does not look for a line break in the byte right
+        # after a leading BOM: a CR or LF there starts the first line's content. The spec says
+        # otherwise; browsers are what clients see, so we agree with Chromium.
+        first = 1 if self._bom_glue else 0
         # Each find() result is kept until the scan passes it, so a chunk of many LF-only lines
         # is not rescanned for a CR that is not there.
-        cr = buffer.find(b"\r")
-        lf = buffer.find(b"\n")
+        cr = buffer.find(b"\r", first)
+        lf = buffer.find(b"\n", first)
         while True:
             if 0 <= cr < start:
                 cr = buffer.find(b"\r", start)
@@ -190,6 +197,8 @@ class SSEParser:
                 self._line(bytes(buffer[start:cr]), out)
                 start = cr + 1
                 self._skip_lf = True
+        if start:
+            self._bom_glue = False  # the first line is cut: the quirk is spent
         del buffer[:start]
         if len(buffer) > self._max_bytes:
             raise LineTooLong(None, self._max_bytes)

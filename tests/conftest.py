@@ -125,12 +125,14 @@ def require(condition: bool, why: str) -> None:
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """A fresh headless Chromium (Debian's /usr/bin/chromium; never a downloaded build)."""
-    require(CHROMIUM.exists(), "needs Debian's chromium: sudo apt-get install chromium")
+    require(os.access(CHROMIUM, os.X_OK), "needs Debian's chromium: sudo apt-get install chromium")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         # launch() gives every browser a new temporary profile.
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
         try:
             yield browser
         finally:

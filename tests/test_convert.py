@@ -114,10 +114,27 @@ def test_line_mode_never_parses_json():
     assert converter.lines([b"not json"]) == b"id: 1\ndata: not json\n\n"
 
 
-def test_events_sent_counts_events_not_lines():
+def test_sequence_counts_events_not_lines():
     converter = StreamConverter(EventsConfig())
     converter.lines([b"a", b"", b"b"])
-    assert converter.events_sent == 2
+    assert converter.sequence == 2
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "first_id"),
+    [
+        pytest.param("7", b"8", id="numeric-goes-on"),
+        pytest.param("0", b"1", id="zero"),
+        pytest.param("abc", b"1", id="not-a-number-starts-over"),
+        pytest.param("-3", b"1", id="negative-starts-over"),
+        pytest.param("\uff17", b"1", id="non-ascii-digit-starts-over"),
+        pytest.param("", b"1", id="empty-starts-over"),
+        pytest.param(None, b"1", id="none"),
+    ],
+)
+def test_sequence_goes_on_from_a_reconnecting_clients_last_event_id(last_event_id, first_id):
+    converter = StreamConverter(EventsConfig(), last_event_id=last_event_id)
+    assert converter.lines([b"a"]) == b"id: " + first_id + b"\ndata: a\n\n"
 
 
 def test_sequence_continues_across_batches():
@@ -381,7 +398,7 @@ def test_sse_passthrough_does_not_depend_on_chunking(chunker):
 def test_sse_passthrough_counts_events_sent():
     converter = StreamConverter(EventsConfig())
     converter.sse([SSERetry(1), SSEEvent("a"), SSEEvent("b")])
-    assert converter.events_sent == 2
+    assert converter.sequence == 2
 
 
 def test_sse_upstream_that_stops_mid_event_raises_incomplete_event():

@@ -571,3 +571,11 @@ async def test_upstream_method_get_sends_no_body(start_upstream, start_gateway, 
         events = parse_events(await response.read())
     assert seen == [("GET", b"")]
     assert [e.data for e in events] == ['{"type": "ADDED"}', ""]
+
+
+async def test_sequence_ids_go_on_after_a_reconnect(start_upstream, start_gateway, http):
+    upstream = await start_upstream({"/chat": ndjson_handler(LINES)})
+    gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat"}])
+    async with http.get(f"{gateway}/chat", headers={"Last-Event-ID": "41"}) as response:
+        events = parse_events(await response.read())
+    assert [e.id for e in events] == ["42", "43", "43"]  # the end event keeps the last id
