@@ -106,6 +106,38 @@ class StreamConverter:
         """What the stream opens with: the ``retry`` the route asks for, if any."""
         return encode_retry(self._retry) if self._retry is not None else b""
 
+    def framed_lines(self, lines: list[bytes]) -> bytes:
+        """:meth:`lines` for lines from :class:`LineFramer` (so none holds an LF).
+
+        The common batch (every line ASCII, no CR, none empty or starting with whitespace) is
+        checked and encoded with C-level calls; anything else takes the line-by-line path.
+        """
+        if not lines or self.needs_json:
+            return self.lines(lines)
+        # min() finds an empty line or one that starts with a space or control byte (all sort
+        # below "!"), which might be blank; JSON never starts that way.
+        if min(lines)[:1] <= b" ":
+            return self.lines(lines)
+        blob = b"".join(lines)
+        if not blob.isascii() or _CR in blob:
+            return self.lines(lines)
+        count = len(lines)
+        prefix = self._event_prefix
+        if self._use_sequence:
+            first = self._sequence + 1
+            out = b"".join(
+                [
+                    b"id: %d\n%sdata: %s\n\n" % (number, prefix, line)
+                    for number, line in zip(range(first, first + count), lines, strict=True)
+                ]
+            )
+        else:
+            head = prefix + b"data: "
+            out = head + (b"\n\n" + head).join(lines) + b"\n\n"
+        self._sequence += count
+        self._line_number += count
+        return out
+
     def lines(self, lines: list[bytes]) -> bytes:
         """Every line of a batch as encoded events, in order, as one buffer."""
         if not lines:
@@ -276,12 +308,12 @@ class LinesToEvents:
         try:
             lines = self._framer.feed(chunk)
         except LineTooLong as exc:
-            exc.output = self._converter.lines(exc.completed)
+            exc.output = self._converter.framed_lines(exc.completed)
             raise
-        return self._converter.lines(lines)
+        return self._converter.framed_lines(lines)
 
     def finish(self) -> bytes:
-        return self._converter.lines(self._framer.flush())
+        return self._converter.framed_lines(self._framer.flush())
 
 
 class EventsToEvents:
