@@ -15,7 +15,7 @@ stream goes on. Empty (or all-whitespace) lines are skipped, as NDJSON allows.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -34,6 +34,10 @@ from .sse import (
     sanitize_id,
     sanitize_name,
 )
+
+_EVENT_HEAD_CACHE_SIZE: Final = 1024
+_CR: Final = 0x0D
+_LF: Final = 0x0A
 
 __all__ = [
     "BodyDecoder",
@@ -58,6 +62,7 @@ class StreamConverter:
         "_end_event",
         "_error_event",
         "_event_from",
+        "_event_heads",
         "_event_prefix",
         "_id_pointer",
         "_last_sse_id",
@@ -71,6 +76,7 @@ class StreamConverter:
         self._default_event = rules.event
         self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
         self._event_from = rules.event_from
+        self._event_heads: dict[str, bytes] = {}
         self._use_sequence = rules.id == "sequence"
         self._id_pointer = rules.id if isinstance(rules.id, JsonPointer) else None
         self._data_pointer = rules.data if isinstance(rules.data, JsonPointer) else None
@@ -100,25 +106,66 @@ class StreamConverter:
         """What the stream opens with: the ``retry`` the route asks for, if any."""
         return encode_retry(self._retry) if self._retry is not None else b""
 
+    def framed_lines(self, lines: list[bytes]) -> bytes:
+        """:meth:`lines` for lines from :class:`LineFramer` (so none holds an LF).
+
+        The common batch (every line ASCII, no CR, none empty or starting with whitespace) is
+        checked and encoded with C-level calls; anything else takes the line-by-line path.
+        """
+        if not lines or self.needs_json:
+            return self.lines(lines)
+        # min() finds an empty line or one that starts with a space or control byte (all sort
+        # below "!"), which might be blank; JSON never starts that way.
+        if min(lines)[:1] <= b" ":
+            return self.lines(lines)
+        blob = b"".join(lines)
+        if not blob.isascii() or _CR in blob:
+            return self.lines(lines)
+        count = len(lines)
+        prefix = self._event_prefix
+        if self._use_sequence:
+            first = self._sequence + 1
+            out = b"".join(
+                [
+                    b"id: %d\n%sdata: %s\n\n" % (number, prefix, line)
+                    for number, line in zip(range(first, first + count), lines, strict=True)
+                ]
+            )
+        else:
+            head = prefix + b"data: "
+            out = head + (b"\n\n" + head).join(lines) + b"\n\n"
+        self._sequence += count
+        self._line_number += count
+        return out
+
     def lines(self, lines: list[bytes]) -> bytes:
         """Every line of a batch as encoded events, in order, as one buffer."""
         if not lines:
             return b""
         if self.needs_json:
-            return b"".join([self._json_line(line) for line in lines])
-        out = []
+            return self._json_lines(lines)
+        # The hot path: locals instead of attributes, one %-format (one allocation) per event.
+        out: list[bytes] = []
+        append = out.append
+        sequence = self._sequence
+        use_sequence = self._use_sequence
+        prefix = self._event_prefix
         for line in lines:
-            self._line_number += 1
             if not line or line.isspace():
                 continue
             if not line.isascii():
                 line = _as_utf8(line)
-            self._sequence += 1
-            head = b"id: %d\n" % self._sequence if self._use_sequence else b""
-            if b"\r" in line or b"\n" in line:  # LF only in a whole application/json document
-                out.append(head + self._event_prefix + encode_data(line) + b"\n")
+            sequence += 1
+            # An int needle is a memchr; a bytes needle goes the slow way (10x on short lines).
+            if _CR in line or _LF in line:  # LF only in a whole application/json document
+                head = b"id: %d\n%s" % (sequence, prefix) if use_sequence else prefix
+                append(head + encode_data(line) + b"\n")
+            elif use_sequence:
+                append(b"id: %d\n%sdata: %s\n\n" % (sequence, prefix, line))
             else:
-                out.append(head + self._event_prefix + b"data: " + line + b"\n\n")
+                append(b"%sdata: %s\n\n" % (prefix, line))
+        self._sequence = sequence
+        self._line_number += len(lines)
         return b"".join(out)
 
     def sse(self, items: list[SSEEvent | SSERetry]) -> bytes:
@@ -148,65 +195,82 @@ class StreamConverter:
     def heartbeat() -> bytes:
         return encode_comment("ping")
 
-    def _json_line(self, line: bytes) -> bytes:
-        self._line_number += 1
-        if not line or line.isspace():
-            return b""
+    def _json_lines(self, lines: list[bytes]) -> bytes:
+        """Pointer mode: each line parsed once; a bad line becomes an error event in its place."""
+        out: list[bytes] = []
+        append = out.append
+        data_pointer = self._data_pointer
+        use_sequence = self._use_sequence
         number = self._line_number
-        try:
-            document = _parse_json(line, number)
-            data = self._data(line, document, number)
-            event = self._event_name(document, number)
-            event_id = self._event_id(document, number)
-        except _LineError as exc:
-            return self.error(exc.code, str(exc), line=number)
-        self._sequence += 1
-        if self._use_sequence:
-            event_id = str(self._sequence)
-        return encode_event(data, event=event, event_id=event_id)
+        for line in lines:
+            number += 1
+            if not line or line.isspace():
+                continue
+            try:
+                document = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                append(
+                    self._line_error(
+                        "invalid_json", f"line {number} is not valid JSON: {exc}", number
+                    )
+                )
+                continue
+            try:
+                if data_pointer is None:
+                    data = line  # orjson accepted it, so it is UTF-8 already
+                else:
+                    value = data_pointer.resolve(document)
+                    data = value.encode() if type(value) is str else orjson.dumps(value)
+                event_head = self._event_head(document, number)
+                id_head = b"" if use_sequence else self._id_head(document, number)
+            except PointerNotFound as exc:
+                append(self._line_error("pointer_not_found", f"line {number}: {exc}", number))
+                continue
+            except _LineError as exc:
+                append(self._line_error(exc.code, str(exc), number))
+                continue
+            self._sequence += 1
+            if use_sequence:
+                id_head = b"id: %d\n" % self._sequence
+            if not data or _CR in data or _LF in data:
+                append(id_head + event_head + encode_data(data) + b"\n")
+            else:
+                append(b"%s%sdata: %s\n\n" % (id_head, event_head, data))
+        self._line_number = number
+        return b"".join(out)
 
-    def _data(self, line: bytes, document: Any, number: int) -> bytes:
-        if self._data_pointer is None:
-            return line  # orjson accepted it, so it is UTF-8 already
-        value = _resolve(self._data_pointer, document, number)
-        return value.encode() if isinstance(value, str) else orjson.dumps(value)
+    def _line_error(self, code: str, message: str, number: int) -> bytes:
+        return self.error(code, message, line=number)
 
-    def _event_name(self, document: Any, number: int) -> str:
+    def _event_head(self, document: Any, number: int) -> bytes:
+        """The ``event:`` line for a document (cached per name: streams reuse a few names)."""
         if self._event_from is None:
-            return self._default_event
+            return self._event_prefix
         try:
             value = self._event_from.resolve(document)
         except PointerNotFound:
-            return self._default_event
-        if not isinstance(value, str):
+            return self._event_prefix
+        if type(value) is not str:
             raise _LineError(
                 "invalid_event_name", f"line {number}: {self._event_from.text} is not a string"
             )
-        return sanitize_name(value) or self._default_event
+        head = self._event_heads.get(value)
+        if head is None:
+            name = sanitize_name(value) or self._default_event
+            head = b"" if name == "message" else b"event: %s\n" % name.encode()
+            if len(self._event_heads) < _EVENT_HEAD_CACHE_SIZE:
+                self._event_heads[value] = head
+        return head
 
-    def _event_id(self, document: Any, number: int) -> str | None:
+    def _id_head(self, document: Any, number: int) -> bytes:
         if self._id_pointer is None:
-            return None
-        value = _resolve(self._id_pointer, document, number)
-        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            return sanitize_id(str(value))
+            return b""
+        value = self._id_pointer.resolve(document)
+        if type(value) is str or type(value) is int:
+            return b"id: %s\n" % sanitize_id(str(value)).encode()
         raise _LineError(
             "invalid_event_id", f"line {number}: {self._id_pointer.text} is not a string or integer"
         )
-
-
-def _parse_json(line: bytes, number: int) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise _LineError("invalid_json", f"line {number} is not valid JSON: {exc}") from None
-
-
-def _resolve(pointer: JsonPointer, document: Any, number: int) -> Any:
-    try:
-        return pointer.resolve(document)
-    except PointerNotFound as exc:
-        raise _LineError("pointer_not_found", f"line {number}: {exc}") from None
 
 
 def _sequence_after(last_event_id: str | None) -> int:
@@ -244,12 +308,12 @@ class LinesToEvents:
         try:
             lines = self._framer.feed(chunk)
         except LineTooLong as exc:
-            exc.output = self._converter.lines(exc.completed)
+            exc.output = self._converter.framed_lines(exc.completed)
             raise
-        return self._converter.lines(lines)
+        return self._converter.framed_lines(lines)
 
     def finish(self) -> bytes:
-        return self._converter.lines(self._framer.flush())
+        return self._converter.framed_lines(self._framer.flush())
 
 
 class EventsToEvents:

@@ -24,6 +24,7 @@ __all__ = ["LineFramer"]
 
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _RECORD_SEPARATOR: Final = b"\x1e"
+_CR: Final = 0x0D
 
 
 class LineFramer:
@@ -61,11 +62,13 @@ class LineFramer:
         pieces = data.split(b"\n")
         tail = pieces.pop()
         if pieces:
+            # int needles are a memchr; a CR may also wait at the end of the pending bytes.
+            may_have_cr = _CR in data or _CR in self._pending
             if self._pending:
                 self._pending += pieces[0]
                 pieces[0] = bytes(self._pending)
                 self._pending.clear()
-            lines = self._finish(pieces)
+            lines = self._finish(pieces, may_have_cr)
         else:
             lines = []
         if tail:
@@ -83,14 +86,18 @@ class LineFramer:
             return []
         last = bytes(self._pending)
         self._pending.clear()
-        return self._finish([last])
+        return self._finish([last], may_have_cr=True)
 
-    def _finish(self, lines: list[bytes]) -> list[bytes]:
+    def _finish(self, lines: list[bytes], may_have_cr: bool) -> list[bytes]:
         if self._at_start:
             self._at_start = False
             if lines[0].startswith(_UTF8_BOM):
                 lines[0] = lines[0][len(_UTF8_BOM) :]
         limit = self._max_line_bytes
+        # The common case, checked in C: no CR to drop, no RS to strip, every line within bounds.
+        if not may_have_cr and not self._json_seq and max(map(len, lines)) <= limit:
+            self._lines_seen += len(lines)
+            return lines
         for index, line in enumerate(lines):
             if line.endswith(b"\r"):
                 line = line[:-1]

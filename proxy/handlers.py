@@ -153,30 +153,33 @@ async def _pump(
 ) -> None:
     """Upstream chunks through ``convert`` to the client, until the upstream's EOF.
 
-    The heartbeat is a deadline on the read, not a timer task: after ``heartbeat`` seconds without
-    a write to the client, a comment goes out. An idle stream costs one timer and no wake-ups.
+    The heartbeat is a deadline on the loop, not a timer task: it is armed once per heartbeat
+    period, not per chunk. When it fires and something was written since it was armed, the loop
+    just re-arms; only a real silence of ``heartbeat`` seconds sends a comment. An idle stream
+    costs one timer and no wake-ups.
     """
     content = upstream.content
+    if not heartbeat:
+        while chunk := await content.readany():
+            await _send(response, convert(chunk))
+        return
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     while True:
-        if heartbeat:
-            try:
-                async with asyncio.timeout_at(last_write + heartbeat) as idle:
-                    chunk = await content.readany()
-            except TimeoutError:
-                if not idle.expired():
-                    raise  # the upstream's own read timeout, not our heartbeat
-                await _send(response, StreamConverter.heartbeat())
-                last_write = loop.time()
-                continue
-        else:
-            chunk = await content.readany()
-        if not chunk:
-            return
-        output = convert(chunk)
-        if output:
-            await _send(response, output)
+        try:
+            async with asyncio.timeout_at(last_write + heartbeat) as idle:
+                while chunk := await content.readany():
+                    output = convert(chunk)
+                    if output:
+                        await _send(response, output)
+                        last_write = loop.time()
+                return
+        except TimeoutError:
+            if not idle.expired():
+                raise  # the upstream's own read timeout, not our heartbeat
+        # A timer may fire a clock tick early; a millisecond of slack avoids a needless re-arm.
+        if loop.time() - last_write >= heartbeat - 0.001:
+            await _send(response, StreamConverter.heartbeat())
             last_write = loop.time()
 
 

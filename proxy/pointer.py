@@ -34,6 +34,19 @@ class JsonPointer:
 
     def resolve(self, document: Any) -> Any:
         """Return the value the pointer names, or raise :class:`PointerNotFound`."""
+        # Fast path: a walk through objects only, which is nearly every real pointer. On decoded
+        # JSON it can only succeed where every step was a dict lookup (a list, str or number
+        # given a str token raises TypeError), so everything else, every error included, is left
+        # to the exact walk below.
+        value = document
+        try:
+            for token in self.tokens:
+                value = value[token]
+        except (KeyError, TypeError):
+            return self._walk(document)
+        return value
+
+    def _walk(self, document: Any) -> Any:
         value = document
         for depth, token in enumerate(self.tokens):
             if isinstance(value, dict):

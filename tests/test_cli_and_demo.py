@@ -200,3 +200,19 @@ def test_routes_may_not_shadow_the_gateways_own_paths(tmp_path):
     result = run_cli("--config", str(path))
     assert result.returncode == 2
     assert "clash.yaml: routes[0].path: /healthz is served by the gateway itself" in result.stderr
+
+
+async def test_uvloop_event_loop_serves_the_same_stream():
+    process, base = await start_cli("--port", "0", "--loop", "uvloop")
+    try:
+        body = orjson.dumps({"messages": [{"content": "uv"}], "options": {"delay_ms": 0}})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{base}/v1/chat", params={"body": body.decode()}) as response,
+        ):
+            events = parse_events(await response.read())
+        assert "".join(e.data for e in events if e.event == "message") == "".join(
+            demo_reply_tokens("uv")
+        )
+    finally:
+        assert await stop_cli(process) == 0

@@ -328,3 +328,23 @@ async def test_upstream_connections_are_reused_by_the_one_client_session(
             await response.read()
     assert len(peers) == 3
     assert len(set(peers)) == 1  # one pool, one kept-alive connection
+
+
+async def test_no_heartbeat_while_events_keep_flowing(start_upstream, start_gateway, http):
+    async def steady(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for n in range(20):
+            await response.write(b'{"n": %d}\n' % n)
+            await asyncio.sleep(0.05)
+        await response.write_eof()
+        return response
+
+    upstream = await start_upstream({"/chat": steady})
+    gateway = await start_gateway(
+        [{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0.2}}]
+    )
+    async with http.get(f"{gateway}/chat") as response:
+        raw = await response.read()
+    assert b": ping" not in raw
+    assert len(parse_events(raw)) == 21
