@@ -73,9 +73,15 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9000")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     args = parser.parse_args()
     raise_nofile()
-    asyncio.run(_serve(args.upstream, args.host, args.port))
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_serve(args.upstream, args.host, args.port))
+    else:
+        asyncio.run(_serve(args.upstream, args.host, args.port))
 
 
 if __name__ == "__main__":

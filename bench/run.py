@@ -56,10 +56,13 @@ def machine() -> dict[str, Any]:
 class Run:
     """The children of one run; ``stop_all`` in a ``finally``."""
 
-    def __init__(self, settings: Settings, tmp: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, settings: Settings, tmp: Path, log: Callable[[str], None], loop: str = "asyncio"
+    ) -> None:
         self.settings = settings
         self.tmp = tmp
         self.log = log
+        self.loop = loop
         self.children: list[Child] = []
 
     def start(self, child: Child) -> Child:
@@ -85,6 +88,7 @@ class Run:
         procs.gateway_config(config, upstream_port, self.settings.idle_heartbeat)
         prefix = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [sys.executable, *prefix, "-m", "proxy", "--config", str(config)]
+        argv += ["--loop", self.loop]
         child = self.start(Child(name, [*argv, "--host", "127.0.0.1", "--port", "0"], self.tmp))
         child.wait_listening()
         return child
@@ -175,11 +179,13 @@ def _incomplete(figs: dict[str, Any]) -> list[str]:
 def run_all(args: argparse.Namespace, tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
     settings = QUICK if args.quick else FULL
     nofile = raise_nofile()  # children inherit it: the gateway cannot raise its own
-    run = Run(settings, tmp, log)
+    run = Run(settings, tmp, log, args.loop)
     try:
         upstream = run.python("upstream", "bench.upstream")
         up = f"http://127.0.0.1:{upstream.port}"
-        passthrough = run.python("passthrough", "bench.passthrough", "--upstream", up)
+        passthrough = run.python(
+            "passthrough", "bench.passthrough", "--upstream", up, "--loop", args.loop
+        )
         nginx = None if args.quick else run.nginx(upstream.port, nofile)
         gateway = run.gateway("gateway", upstream.port)
         client = Client(tmp)
@@ -240,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also run figure 1 against a cProfiled gateway"
     )
+    parser.add_argument(
+        "--loop",
+        default="asyncio",
+        choices=["asyncio", "uvloop"],
+        help="event loop of the gateway and the thin passthrough (both, for a fair ratio)",
+    )
     args = parser.parse_args(argv)
     default = procs.ROOT / "bench" / "results"
     args.out = (args.out or (default / "quick" if args.quick else default)).resolve()
@@ -251,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_all(args, tmp, lambda text: print(text, flush=True))
         results["duration_s"] = round(time.monotonic() - started, 1)
+        results["loop"] = args.loop
         report = tables(results)
         print("\n" + report + "\n")
         write_json(results, args.out / "results.json")

@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 _LINE_BREAKS_TEXT: Final = re.compile(r"\r\n|\r|\n")
-_LINE_BREAKS_BYTES: Final = re.compile(rb"\r\n|\r|\n")
 _NAME_FORBIDDEN: Final = re.compile(r"[\r\n]")
 _ID_FORBIDDEN: Final = re.compile(r"[\r\n\x00]")
 
@@ -57,7 +56,12 @@ def encode_data(data: bytes) -> bytes:
     if not data:
         return b"data:\n"
     if 0x0D in data or 0x0A in data:  # int needles: memchr
-        return b"".join(b"data: " + piece + b"\n" for piece in _LINE_BREAKS_BYTES.split(data))
+        # bytes.splitlines() splits on exactly CRLF, CR and LF (unlike str's); it drops the
+        # empty piece after a final line break, which must stay (a trailing newline in the data).
+        pieces = data.splitlines()
+        if data[-1] in b"\r\n":
+            pieces.append(b"")
+        return b"data: " + b"\ndata: ".join(pieces) + b"\n"
     return b"data: " + data + b"\n"
 
 
