@@ -1,6 +1,6 @@
 """Real Python SSE clients read the gateway's stream: httpx-sse and sseclient-py.
 
-Both read the shared stream of test_node_clients.py (unicode with U+2028 and NEL, CR and LF inside
+Both read the shared stream of client_stream.py (unicode with U+2028 and NEL, CR and LF inside
 JSON strings, a ~100 KB line, custom names, upstream ids, an in-band ``error``, then ``end``) and
 must give what our own parser gives from the same bytes, apart from their documented differences.
 """
@@ -10,20 +10,15 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from conftest import parse_events
+from client_stream import own_id, served_stream
 from httpx_sse import aconnect_sse
 from sseclient import SSEClient
-from test_node_clients import check_shared_events, own_id, serve_stream, stream_lines
 
 
 async def test_httpx_sse_reads_the_same_events_names_and_last_ids(
     start_upstream, start_gateway, http
 ):
-    url = await serve_stream(start_upstream, start_gateway, stream_lines())
-    async with http.get(url) as response:
-        raw = await response.read()
-    expected = parse_events(raw)
-    check_shared_events(raw, expected)
+    url, _, expected = await served_stream(start_upstream, start_gateway, http)
 
     async with (
         httpx.AsyncClient(timeout=10) as client,
@@ -52,11 +47,7 @@ def read_with_sseclient(url: str) -> list[tuple[str, str, str | None]]:
 async def test_sseclient_py_reads_the_same_events_with_only_their_own_ids(
     start_upstream, start_gateway, http
 ):
-    url = await serve_stream(start_upstream, start_gateway, stream_lines())
-    async with http.get(url) as response:
-        raw = await response.read()
-    expected = parse_events(raw)
-    check_shared_events(raw, expected)
+    url, _, expected = await served_stream(start_upstream, start_gateway, http)
 
     got = await asyncio.to_thread(read_with_sseclient, url)
 
