@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"proxy: error: {exc}", file=sys.stderr)
         return 2
+    if args.check_config:
+        print(f"proxy: {args.config}: ok ({len(config.routes)} routes)")
+        return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -89,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=BUNDLED_CONFIG,
         help="YAML configuration file (default: the bundled config.yaml with its demo)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print the result and exit (status 2 if it is wrong)",
     )
     parser.add_argument("--host", help="listen address; overrides server.host")
     parser.add_argument(

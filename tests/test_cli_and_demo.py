@@ -216,3 +216,12 @@ async def test_uvloop_event_loop_serves_the_same_stream():
         )
     finally:
         assert await stop_cli(process) == 0
+
+
+def test_check_config_validates_and_exits_without_serving(tmp_path):
+    assert run_cli("--check-config").stdout.strip().endswith("config.yaml: ok (2 routes)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  - {path: /a, upstream: 'nope'}\n")
+    result = run_cli("--check-config", "--config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("bad.yaml: routes[0].upstream: not a URL")
