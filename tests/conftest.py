@@ -7,6 +7,7 @@ production ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -82,15 +83,18 @@ def parse_all(raw: bytes) -> list[SSEEvent | SSERetry]:
 
 
 def ndjson_handler(
-    lines: list[bytes], content_type: str = "application/x-ndjson"
+    lines: list[bytes], content_type: str = "application/x-ndjson", *, pause: float = 0
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An upstream that streams ``lines`` (each written and drained on its own) and ends."""
+    """An upstream that streams ``lines`` (each written and drained on its own, with ``pause``
+    seconds after each, so they travel as separate TCP segments) and ends."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         for line in lines:
             await response.write(line)
+            if pause:
+                await asyncio.sleep(pause)
         await response.write_eof()
         return response
 

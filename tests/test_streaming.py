@@ -7,7 +7,7 @@ import time
 
 import orjson
 from aiohttp import web
-from conftest import parse_events
+from conftest import ndjson_handler, parse_events
 
 from proxy.sse import SSEEvent, SSEParser
 
@@ -74,16 +74,7 @@ async def test_chunk_boundaries_inside_utf8_and_between_cr_and_lf_do_not_matter(
         b'{"t": "last"}',
     ]
 
-    async def dribble(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        for piece in pieces:
-            await response.write(piece)
-            await asyncio.sleep(0.03)  # separate TCP segments
-        await response.write_eof()
-        return response
-
-    upstream = await start_upstream({"/chat": dribble})
+    upstream = await start_upstream({"/chat": ndjson_handler(pieces, pause=0.03)})
     gateway = await start_gateway(
         [
             {
@@ -331,15 +322,7 @@ async def test_upstream_connections_are_reused_by_the_one_client_session(
 
 
 async def test_no_heartbeat_while_events_keep_flowing(start_upstream, start_gateway, http):
-    async def steady(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        for n in range(20):
-            await response.write(b'{"n": %d}\n' % n)
-            await asyncio.sleep(0.05)
-        await response.write_eof()
-        return response
-
+    steady = ndjson_handler([b'{"n": %d}\n' % n for n in range(20)], pause=0.05)
     upstream = await start_upstream({"/chat": steady})
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/chat", "events": {"heartbeat": 0.2}}]
