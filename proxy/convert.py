@@ -67,6 +67,7 @@ class StreamConverter:
         "_id_pointer",
         "_last_sse_id",
         "_line_number",
+        "_needs_json",
         "_retry",
         "_sequence",
         "_use_sequence",
@@ -80,6 +81,12 @@ class StreamConverter:
         self._use_sequence = rules.id == "sequence"
         self._id_pointer = rules.id if isinstance(rules.id, JsonPointer) else None
         self._data_pointer = rules.data if isinstance(rules.data, JsonPointer) else None
+        # Fixed per route; read on every batch, so decided once here.
+        self._needs_json = (
+            self._data_pointer is not None
+            or self._event_from is not None
+            or self._id_pointer is not None
+        )
         self._end_event = rules.end_event
         self._error_event = rules.error_event
         self._retry = rules.retry
@@ -91,11 +98,7 @@ class StreamConverter:
 
     @property
     def needs_json(self) -> bool:
-        return (
-            self._data_pointer is not None
-            or self._event_from is not None
-            or self._id_pointer is not None
-        )
+        return self._needs_json
 
     @property
     def sequence(self) -> int:
