@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import HEALTH_PATH, GatewayConfig
+from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
 from .handlers import CLIENT_SESSION, json_errors, stream_handler
 
@@ -27,8 +28,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[CONFIG] = config
     app.cleanup_ctx.append(_client_session)
+    app.on_response_prepare.append(apply_cors_headers)
     for route in config.routes:
-        handler = stream_handler(route)
+        handler = add_cors(app, route, stream_handler(route))
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
     app.router.add_get(HEALTH_PATH, _healthz)

@@ -12,6 +12,7 @@ names the key (``routes[2].upstream: not a URL``):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from .pointer import JsonPointer
 
 __all__ = [
     "BodyConfig",
+    "CorsConfig",
     "EventsConfig",
     "GatewayConfig",
     "LimitsConfig",
@@ -65,7 +67,8 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
 HEALTH_PATH: Final = "/healthz"
 DEMO_PATHS: Final = ("/", "/demo/api/chat")
 _ENV_REFERENCE: Final = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+# aiohttp's {name} or {name:regex}; group 1 is the name, group 2 the regex.
+PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -122,8 +125,16 @@ class EventsConfig(_Model):
     error_event: EventName = "error"
     heartbeat: float = Field(15, ge=0)
     retry: int | None = Field(3000, ge=0)
+    complete_when: JsonPointer | None = None
+    """The stream is complete only once a line has ``true`` here (Ollama's ``/done``); an upstream
+    EOF before that is an ``incomplete`` error event instead of the end event."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("complete_when", mode="before")
+    @classmethod
+    def _parse_complete_when(cls, value: Any) -> Any:
+        return _pointer(value) if isinstance(value, str) else value
 
     @field_validator("event_from", mode="before")
     @classmethod
@@ -161,6 +172,44 @@ class LimitsConfig(_Model):
     """Largest client request body (POST JSON, or the GET ``?body=`` value) accepted."""
 
 
+def _origin(text: str) -> str:
+    try:
+        url = URL(text)
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host or url.path_qs not in ("", "/"):
+        raise ValueError(f"{text!r} is not an origin such as https://app.example.com")
+    return str(url.origin())
+
+
+class CorsConfig(_Model):
+    allow_origins: list[str] = Field(min_length=1)
+    """Exact origins (``https://app.example.com``) or ``["*"]``."""
+    allow_credentials: bool = False
+    """Cookies and HTTP auth cross-origin (``new EventSource(url, {withCredentials: true})``)."""
+    allow_headers: list[HeaderName] = Field(default_factory=lambda: ["Content-Type"])
+    max_age: int = Field(600, ge=0)
+    """Seconds a browser may cache a preflight answer."""
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _normalize_origins(cls, origins: list[str]) -> list[str]:
+        # Browsers send the serialized origin: lower case, no default port, no path.
+        return [origin if origin == "*" else _origin(origin) for origin in origins]
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsConfig:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError(
+                "allow_origins '*' cannot be used with allow_credentials: list the origins"
+            )
+        return self
+
+    @property
+    def any_origin(self) -> bool:
+        return "*" in self.allow_origins
+
+
 Framing = Literal["auto", "ndjson", "json-seq", "sse", "json"]
 Method = Literal["GET", "POST"]
 _ALL_METHODS: Final[tuple[Method, ...]] = ("GET", "POST")
@@ -179,12 +228,21 @@ class RouteConfig(_Model):
     events: EventsConfig = Field(default_factory=EventsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cors: CorsConfig | None = None
+    """Cross-origin browsers allowed to open this route; without it, same-origin pages only."""
 
     @field_validator("path")
     @classmethod
     def _check_path(cls, path: str) -> str:
         if not path.startswith("/"):
             raise ValueError("must start with '/'")
+        for match in PLACEHOLDER.finditer(path):
+            try:
+                re.compile(match.group(2) or "")
+            except re.error as exc:
+                raise ValueError(
+                    f"{match.group(0)}: not a valid regular expression: {exc}"
+                ) from None
         return path
 
     @field_validator("upstream")
@@ -215,14 +273,28 @@ class RouteConfig(_Model):
     @model_validator(mode="after")
     def _upstream_uses_path_variables(self) -> RouteConfig:
         available = set(self.path_variables)
-        for name in PLACEHOLDER.findall(self.upstream):
+        for name in _placeholder_names(self.upstream):
             if name not in available:
                 raise ValueError(f"upstream uses {{{name}}}, which the path does not define")
         return self
 
     @property
     def path_variables(self) -> list[str]:
-        return PLACEHOLDER.findall(self.path)
+        return _placeholder_names(self.path)
+
+    @functools.cached_property
+    def multi_segment_variables(self) -> frozenset[str]:
+        """Path variables whose regex lets them span segments (``{tail:.*}``): they go upstream as
+        a path of their own, each segment escaped, instead of as one segment."""
+        return frozenset(
+            match.group(1)
+            for match in PLACEHOLDER.finditer(self.path)
+            if match.group(2) is not None and re.fullmatch(match.group(2), "a/b")
+        )
+
+
+def _placeholder_names(template: str) -> list[str]:
+    return [match.group(1) for match in PLACEHOLDER.finditer(template)]
 
 
 class GatewayConfig(_Model):

@@ -15,6 +15,7 @@ stream goes on. Empty (or all-whitespace) lines are skipped, as NDJSON allows.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Final, Protocol
 
 import orjson
@@ -57,6 +58,8 @@ class _LineError(Exception):
 
 class StreamConverter:
     __slots__ = (
+        "_complete",
+        "_complete_when",
         "_data_pointer",
         "_default_event",
         "_end_event",
@@ -81,11 +84,14 @@ class StreamConverter:
         self._use_sequence = rules.id == "sequence"
         self._id_pointer = rules.id if isinstance(rules.id, JsonPointer) else None
         self._data_pointer = rules.data if isinstance(rules.data, JsonPointer) else None
+        self._complete_when = rules.complete_when
+        self._complete = rules.complete_when is None
         # Fixed per route; read on every batch, so decided once here.
         self._needs_json = (
             self._data_pointer is not None
             or self._event_from is not None
             or self._id_pointer is not None
+            or self._complete_when is not None
         )
         self._end_event = rules.end_event
         self._error_event = rules.error_event
@@ -99,6 +105,11 @@ class StreamConverter:
     @property
     def needs_json(self) -> bool:
         return self._needs_json
+
+    @property
+    def complete(self) -> bool:
+        """False while a ``complete_when`` route has not yet seen its terminal line."""
+        return self._complete
 
     @property
     def sequence(self) -> int:
@@ -183,7 +194,16 @@ class StreamConverter:
                 event_id = self._last_sse_id = item.id
             self._sequence += 1
             out.append(encode_event(item.data, event=item.event, event_id=event_id))
+            if not self._complete:
+                # Data that is not JSON (OpenAI's "[DONE]") is not the terminal line.
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    self._check_complete(orjson.loads(item.data))
         return b"".join(out)
+
+    def _check_complete(self, document: Any) -> None:
+        assert self._complete_when is not None
+        with contextlib.suppress(PointerNotFound):
+            self._complete = self._complete_when.resolve(document) is True
 
     def error(self, code: str, message: str, **details: Any) -> bytes:
         """An error event: JSON data with a stable ``code`` and a readable ``message``."""
@@ -191,7 +211,16 @@ class StreamConverter:
         return encode_event(payload, event=self._error_event)
 
     def end(self) -> bytes:
-        """The event that tells the client the stream is complete (so it closes, not reconnects)."""
+        """What the upstream's EOF becomes: the event that tells the client the stream is complete
+        (so it closes, not reconnects), or, for a stream cut short of its terminal line, an
+        ``incomplete`` error: a truncated answer must not pass for a whole one."""
+        if not self._complete:
+            assert self._complete_when is not None
+            return self.error(
+                "incomplete",
+                "the upstream stream ended without its terminal line "
+                f"({self._complete_when.text} true)",
+            )
         return encode_event(b"", event=self._end_event) if self._end_event else b""
 
     @staticmethod
@@ -218,6 +247,8 @@ class StreamConverter:
                     )
                 )
                 continue
+            if not self._complete:
+                self._check_complete(document)
             try:
                 if data_pointer is None:
                     data = line  # orjson accepted it, so it is UTF-8 already

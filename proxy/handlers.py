@@ -37,6 +37,7 @@ from .upstream import (
     fill_upstream_url,
     merge_under,
     open_upstream,
+    query_from_body,
     upstream_headers,
 )
 
@@ -66,7 +67,11 @@ def stream_handler(route: RouteConfig) -> Handler:
 
 async def _stream(route: RouteConfig, request: web.Request) -> web.StreamResponse:
     body = await _client_body(request, route)
-    url = fill_upstream_url(route.upstream, request.match_info, _self_origin(request))
+    url = fill_upstream_url(
+        route.upstream, request.match_info, _self_origin(request), route.multi_segment_variables
+    )
+    if route.upstream_method == "GET":
+        url = url.extend_query(query_from_body(body))
     async with open_upstream(
         request.app[CLIENT_SESSION],
         route.upstream_method,
@@ -94,7 +99,7 @@ async def _relay_events(
         await _send(response, converter.start())
         await _pump(response, upstream, decoder.feed, route.events.heartbeat)
         await _send(response, decoder.finish() + converter.end())
-        outcome = "eof"
+        outcome = "eof" if converter.complete else "incomplete"
     except _ClientGone:
         pass
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:

@@ -14,7 +14,7 @@ connection is closed, not left half-read in the pool, when the stream ends early
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import quote
@@ -36,6 +36,7 @@ __all__ = [
     "fill_upstream_url",
     "merge_under",
     "open_upstream",
+    "query_from_body",
     "upstream_headers",
 ]
 
@@ -110,20 +111,48 @@ def body_from_json(raw: bytes, *, what: str = "request body") -> dict[str, Any]:
     return value
 
 
+def query_from_body(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A body as query parameters, for an upstream read with GET (a Kubernetes watch): strings as
+    they are, lists as repeated parameters, everything else as its JSON text (``true``, ``5``).
+    A ``null`` field is left out, as an absent parameter is the query's only way to say none."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in body.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            pairs.append((key, item if isinstance(item, str) else orjson.dumps(item).decode()))
+    return pairs
+
+
 # -- the URL and headers ---------------------------------------------------------------------------
 
 
-def fill_upstream_url(template: str, variables: Mapping[str, str], self_origin: str) -> URL:
+def fill_upstream_url(
+    template: str,
+    variables: Mapping[str, str],
+    self_origin: str,
+    multi_segment: Collection[str] = (),
+) -> URL:
     """The upstream URL with each ``{var}`` escaped as one path segment.
 
     Everything that could move the request elsewhere is escaped: ``/`` (new segments), ``?`` and
     ``#`` (query, fragment), ``%`` (double decoding), and whole ``.`` / ``..`` segments, which a URL
-    parser would otherwise resolve against the path. A template that starts with ``/`` is this
-    gateway itself, reached at ``self_origin``.
+    parser would otherwise resolve against the path. A variable named in ``multi_segment``
+    (``{tail:.*}``) keeps its ``/`` and has each segment escaped that way; a ``.`` or ``..``
+    segment in it is refused (400), since it can only be an attempt to climb out of the prefix.
+    A template that starts with ``/`` is this gateway itself, reached at ``self_origin``.
     """
 
     def escape(match: re.Match[str]) -> str:
-        value = quote(variables[match.group(1)], safe="")
+        name = match.group(1)
+        if name in multi_segment:
+            segments = variables[name].split("/")
+            if "." in segments or ".." in segments:
+                raise BadRequest(
+                    f"path variable {name!r} has a '.' or '..' segment", code="invalid_path"
+                )
+            return "/".join(quote(segment, safe="") for segment in segments)
+        value = quote(variables[name], safe="")
         return value.replace(".", "%2E") if value in (".", "..") else value
 
     filled = PLACEHOLDER.sub(escape, template)

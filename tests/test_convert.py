@@ -530,3 +530,51 @@ def test_line_mode_gives_one_event_per_non_blank_line_whatever_the_bytes(lines):
         SSEEvent(line.decode("utf-8", "replace").replace("\r", "\n"), id=str(number))
         for number, line in enumerate(kept, 1)
     ]
+
+
+# -- complete_when: a stream is whole only with its terminal line ----------------------------------
+
+
+def finish(chunks: list[bytes], framing: str = "ndjson", **rules) -> tuple[bytes, bool]:
+    converter = StreamConverter(EventsConfig(**rules))
+    decoder = body_decoder(framing, converter, 1024)
+    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.finish()
+    return wire + converter.end(), converter.complete
+
+
+@pytest.mark.parametrize(
+    ("lines", "complete"),
+    [
+        pytest.param([b'{"done": false}\n', b'{"done": true}\n'], True, id="terminal-line"),
+        pytest.param([b'{"done": true}\n', b'{"done": false}\n'], True, id="stays-complete"),
+        pytest.param([b'{"done": false}\n'], False, id="cut-before-it"),
+        pytest.param([], False, id="empty-stream"),
+        pytest.param([b'{"done": "true"}\n'], False, id="a-string-is-not-true"),
+        pytest.param([b'{"done": 1}\n'], False, id="one-is-not-true"),
+        pytest.param([b'{"other": 1}\n'], False, id="missing-member"),
+        pytest.param([b'{"done": tru'], False, id="cut-inside-the-line"),
+    ],
+)
+def test_complete_when_decides_between_end_and_incomplete(lines, complete):
+    wire, is_complete = finish(lines, complete_when="/done")
+    assert is_complete is complete
+    last = [e for e in SSEParser().feed(wire) if isinstance(e, SSEEvent)][-1]
+    if complete:
+        assert last.event == "end"
+    else:
+        assert last.event == "error"
+        assert orjson.loads(last.data)["code"] == "incomplete"
+
+
+def test_complete_when_applies_to_upstream_sse_events_whose_data_is_json():
+    wire, complete = finish(
+        [b'data: {"done": true}\n\ndata: [DONE]\n\n'], "sse", complete_when="/done"
+    )
+    assert complete
+    assert wire.endswith(b"event: end\ndata:\n\n")
+
+
+def test_without_complete_when_every_eof_is_an_end():
+    wire, complete = finish([b'{"done": false}\n'])
+    assert complete
+    assert wire.endswith(b"event: end\ndata:\n\n")

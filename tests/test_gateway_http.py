@@ -537,23 +537,44 @@ async def test_invalid_utf8_and_binary_garbage_never_crash_a_stream(
     ]
 
 
-async def test_tail_placeholder_is_escaped_as_one_segment_too(start_upstream, start_gateway, http):
+async def test_tail_placeholder_goes_upstream_as_a_path_with_each_segment_escaped(
+    start_upstream, start_gateway, http
+):
     seen: list[web.Request] = []
     upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
     gateway = await start_gateway(
         [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
     )
-    async with http.get(URL(f"{gateway}/models/a/b/../c", encoded=True)) as response:
+    raw = "/models/a%20b/c%3Fd%23e/f%25g"
+    async with http.get(URL(gateway + raw, encoded=True)) as response:
         assert response.status == 200
         await response.read()
-    assert seen[0].raw_path == "/api/a%2Fb%2F..%2Fc"
+    assert seen[0].raw_path == "/api/a%20b/c%3Fd%23e/f%25g"
 
 
-async def test_upstream_method_get_sends_no_body(start_upstream, start_gateway, http):
-    seen: list[tuple[str, bytes]] = []
+@pytest.mark.parametrize(
+    "raw_tail", ["a/../../admin", "..", "a/./b", "..%2F..%2Fadmin", "%2E%2E/x", "a/%2e%2e"]
+)
+async def test_tail_with_a_dot_segment_is_refused_before_any_upstream_request(
+    start_upstream, start_gateway, http, raw_tail
+):
+    seen: list[web.Request] = []
+    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
+    gateway = await start_gateway(
+        [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
+    )
+    async with http.get(URL(f"{gateway}/models/{raw_tail}", encoded=True)) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert error["code"] == "invalid_path"
+    assert seen == []
+
+
+async def test_upstream_method_get_sends_the_body_as_its_query(start_upstream, start_gateway, http):
+    seen: list[tuple[str, str, bytes]] = []
 
     async def watch(request: web.Request) -> web.StreamResponse:
-        seen.append((request.method, await request.read()))
+        seen.append((request.method, request.query_string, await request.read()))
         return await ndjson_handler([b'{"type": "ADDED"}\n'], "application/json")(request)
 
     upstream = await start_upstream({"/watch": watch}, method="GET")
@@ -561,16 +582,57 @@ async def test_upstream_method_get_sends_no_body(start_upstream, start_gateway, 
         [
             {
                 "path": "/pods",
-                "upstream": upstream + "/watch",
+                "upstream": upstream + "/watch?pretty=false",
                 "upstream_method": "GET",
                 "framing": "ndjson",
+                "body": {
+                    "defaults": {"watch": True, "limit": 5, "skip": None},
+                    "last_event_id": "resourceVersion",
+                },
             }
         ]
     )
-    async with http.get(f"{gateway}/pods?ignored=1") as response:
+    query = "labelSelector=app%3Dweb%26x&fieldSelector=a&fieldSelector=b"
+    headers = {"Last-Event-ID": "12346"}
+    async with http.get(f"{gateway}/pods?{query}", headers=headers) as response:
         events = parse_events(await response.read())
-    assert seen == [("GET", b"")]
+    assert seen == [
+        (
+            "GET",
+            "pretty=false&watch=true&limit=5&labelSelector=app%3Dweb%26x"
+            "&fieldSelector=a&fieldSelector=b&resourceVersion=12346",
+            b"",
+        )
+    ]
     assert [e.data for e in events] == ['{"type": "ADDED"}', ""]
+
+
+async def test_complete_when_stream_ends_with_end_only_after_its_terminal_line(
+    start_upstream, start_gateway, http
+):
+    whole = [b'{"t": "a", "done": false}\n', b'{"t": "", "done": true}\n']
+    cut = whole[:1]
+    upstream = await start_upstream({"/whole": ndjson_handler(whole), "/cut": ndjson_handler(cut)})
+    events_config = {"data": "/t", "complete_when": "/done"}
+    gateway = await start_gateway(
+        [
+            {"path": "/whole", "upstream": upstream + "/whole", "events": events_config},
+            {"path": "/cut", "upstream": upstream + "/cut", "events": events_config},
+        ]
+    )
+    async with http.get(f"{gateway}/whole") as response:
+        whole_events = parse_events(await response.read())
+    async with http.get(f"{gateway}/cut") as response:
+        cut_events = parse_events(await response.read())
+    assert [(e.event, e.data) for e in whole_events] == [
+        ("message", "a"),
+        ("message", ""),
+        ("end", ""),
+    ]
+    assert [e.event for e in cut_events] == ["message", "error"]
+    error = orjson.loads(cut_events[-1].data)
+    assert error["code"] == "incomplete"
+    assert "/done" in error["message"]
 
 
 async def test_sequence_ids_go_on_after_a_reconnect(start_upstream, start_gateway, http):

@@ -17,6 +17,7 @@ from proxy.upstream import (
     client_wants_ndjson,
     fill_upstream_url,
     merge_under,
+    query_from_body,
     upstream_headers,
 )
 
@@ -251,6 +252,61 @@ def test_relative_template_without_variables():
 def test_template_without_placeholders_is_unchanged():
     url = fill_upstream_url("http://h:1/api/chat", {"unused": "x"}, "http://o")
     assert str(url) == "http://h:1/api/chat"
+
+
+@pytest.mark.parametrize(
+    ("value", "raw_path"),
+    [
+        pytest.param("a/b/c", "/api/a/b/c/stream", id="segments-kept"),
+        pytest.param("a?b/c#d", "/api/a%3Fb/c%23d/stream", id="query-and-fragment-escaped"),
+        pytest.param("%2F/x", "/api/%252F/x/stream", id="percent-escaped"),
+        pytest.param("a//b/", "/api/a//b//stream", id="empty-segments-kept"),
+        pytest.param("...", "/api/.../stream", id="three-dots-are-not-a-dot-segment"),
+        pytest.param("\\..\\/x", "/api/%5C..%5C/x/stream", id="backslashes"),
+        pytest.param("http://evil/x", "/api/http%3A//evil/x/stream", id="absolute-url"),
+    ],
+)
+def test_multi_segment_variable_keeps_its_slashes_and_escapes_each_segment(value, raw_path):
+    url = fill_upstream_url(TEMPLATE, {"name": value}, "http://o", multi_segment={"name"})
+    assert url.raw_path == raw_path
+    assert (url.host, url.port, url.query_string, url.fragment) == ("backend", 8000, "", "")
+
+
+@pytest.mark.parametrize("value", ["..", ".", "a/..", "../x", "a/./b", "a/../../admin"])
+def test_multi_segment_variable_with_a_dot_segment_is_a_400(value):
+    with pytest.raises(BadRequest) as caught:
+        fill_upstream_url(TEMPLATE, {"name": value}, "http://o", multi_segment={"name"})
+    assert (caught.value.status, caught.value.code) == (400, "invalid_path")
+
+
+@pytest.mark.parametrize(
+    ("path", "multi"),
+    [
+        ("/m/{tail:.*}", {"tail"}),
+        ("/m/{tail:.+}", {"tail"}),
+        ("/m/{tail:[\\s\\S]*}", {"tail"}),
+        ("/m/{tail}", set()),
+        ("/m/{tail:[^/]+}", set()),
+        ("/m/{a:\\d+}/{b:.*}", {"b"}),
+    ],
+)
+def test_which_path_variables_span_segments(path, multi):
+    assert RouteConfig(path=path, upstream="http://h/").multi_segment_variables == multi
+
+
+# -- query_from_body (upstream_method: GET) ----------------------------------------------------------
+
+
+def test_body_becomes_query_parameters_in_order():
+    body = {"watch": True, "limit": 5, "q": "a b", "ids": ["1", 2], "none": None, "f": {"x": [1]}}
+    assert query_from_body(body) == [
+        ("watch", "true"),
+        ("limit", "5"),
+        ("q", "a b"),
+        ("ids", "1"),
+        ("ids", "2"),
+        ("f", '{"x":[1]}'),
+    ]
 
 
 # -- upstream_headers ------------------------------------------------------------------------------

@@ -1,0 +1,192 @@
+"""CORS per route: the pure decision, and what a browser's requests get over real sockets.
+
+(Chromium itself opening a ``withCredentials`` EventSource cross-origin is in
+tests/test_readme_snippets.py.)
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ndjson_handler, parse_events
+
+from proxy import parse_config
+from proxy.config import CorsConfig
+from proxy.cors import cors_headers, is_same_origin, preflight_headers
+from proxy.errors import ConfigError
+
+APP = "http://127.0.0.1:5173"
+OTHER = "http://evil.example"
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("https://gw.example.com", "gw.example.com", True),  # TLS ended in front of us
+        ("https://GW.example.com", "gw.example.com", True),
+        ("http://127.0.0.1:5173", "127.0.0.1:8080", False),
+        ("http://gw.example.com.evil", "gw.example.com", False),
+        ("null", "gw.example.com", False),
+        ("http://gw.example.com", None, False),
+    ],
+)
+def test_same_origin_compares_the_origins_host_and_port_with_host(origin, host, same):
+    assert is_same_origin(origin, host) is same
+
+
+def test_allowed_origin_is_echoed_with_vary_and_credentials():
+    cors = CorsConfig(allow_origins=[APP], allow_credentials=True)
+    headers = cors_headers(cors, APP)
+    assert headers is not None
+    assert dict(headers) == {
+        "Access-Control-Allow-Origin": APP,
+        "Vary": "Origin",
+        "Access-Control-Allow-Credentials": "true",
+    }
+    assert cors_headers(cors, OTHER) is None
+
+
+def test_wildcard_answers_star_without_credentials():
+    headers = cors_headers(CorsConfig(allow_origins=["*"]), OTHER)
+    assert headers is not None
+    assert dict(headers) == {"Access-Control-Allow-Origin": "*"}
+
+
+def test_preflight_names_methods_headers_and_max_age():
+    cors = CorsConfig(allow_origins=[APP], allow_headers=["Content-Type", "X-Request-Id"])
+    headers = preflight_headers(cors, APP, ["GET", "POST"])
+    assert headers is not None
+    assert headers["Access-Control-Allow-Methods"] == "GET, POST"
+    assert headers["Access-Control-Allow-Headers"] == "Content-Type, X-Request-Id"
+    assert headers["Access-Control-Max-Age"] == "600"
+
+
+@pytest.mark.parametrize(
+    ("cors", "message"),
+    [
+        (
+            '{allow_origins: ["*"], allow_credentials: true}',
+            "routes[0].cors: allow_origins '*' cannot be used with allow_credentials",
+        ),
+        ("{allow_origins: [http://a/path]}", "routes[0].cors.allow_origins: 'http://a/path' is"),
+        ("{allow_origins: []}", "routes[0].cors.allow_origins: List should have at least 1"),
+        ("{allow_origin: [http://a]}", "routes[0].cors.allow_origins: Field required"),
+    ],
+)
+def test_bad_cors_config_is_one_line_naming_the_key(cors, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"routes: [{{path: /a, upstream: 'http://u/', cors: {cors}}}]")
+    assert str(caught.value).startswith(message)
+
+
+def test_origins_are_normalized_as_browsers_send_them():
+    config = parse_config(
+        "routes: [{path: /a, upstream: 'http://u/', "
+        "cors: {allow_origins: ['HTTPS://App.Example.com:443/']}}]"
+    )
+    assert config.routes[0].cors is not None
+    assert config.routes[0].cors.allow_origins == ["https://app.example.com"]
+
+
+# -- over real sockets -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def counted_gateway(start_upstream, start_gateway):
+    """A gateway with one CORS route (credentials) and one without; and the upstream's count."""
+    requests: list[str] = []
+    stream = ndjson_handler([b'{"n": 1}\n'])
+
+    async def upstream_handler(request):
+        requests.append(request.headers.get("Cookie", ""))
+        return await stream(request)
+
+    upstream = await start_upstream({"/chat": upstream_handler})
+    cors = {"allow_origins": [APP], "allow_credentials": True, "allow_headers": ["X-Request-Id"]}
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "forward_headers": ["Cookie"],
+                "cors": cors,
+            },
+            {"path": "/plain", "upstream": upstream + "/chat"},
+        ]
+    )
+    return gateway, requests
+
+
+async def test_allowed_origin_gets_the_stream_with_cors_headers(counted_gateway, http):
+    gateway, requests = counted_gateway
+    headers = {"Origin": APP, "Cookie": "session=abc"}
+    async with http.get(f"{gateway}/chat", headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Origin"] == APP
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        assert response.headers["Vary"] == "Origin"
+        events = parse_events(await response.read())
+    assert [e.data for e in events] == ['{"n": 1}', ""]
+    assert requests == ["session=abc"]
+
+
+async def test_other_origin_gets_403_json_and_no_upstream_request(counted_gateway, http):
+    gateway, requests = counted_gateway
+    async with http.get(f"{gateway}/chat", headers={"Origin": OTHER}) as response:
+        assert response.status == 403
+        assert "Access-Control-Allow-Origin" not in response.headers
+        error = (await response.json())["error"]
+    assert error["code"] == "origin_not_allowed"
+    assert OTHER in error["message"]
+    assert requests == []
+
+
+async def test_same_origin_and_originless_requests_need_no_cors(counted_gateway, http):
+    gateway, requests = counted_gateway
+    for headers in ({"Origin": gateway}, {}):
+        async with http.post(f"{gateway}/chat", json={}, headers=headers) as response:
+            assert response.status == 200
+            assert "Access-Control-Allow-Origin" not in response.headers
+            await response.read()
+    assert len(requests) == 2
+
+
+async def test_upstream_error_reaches_an_allowed_page_readably(start_upstream, start_gateway, http):
+    upstream = await start_upstream({})  # every path 404
+    gateway = await start_gateway(
+        [{"path": "/chat", "upstream": upstream + "/nope", "cors": {"allow_origins": [APP]}}]
+    )
+    async with http.get(f"{gateway}/chat", headers={"Origin": APP}) as response:
+        assert response.status == 404
+        assert response.headers["Access-Control-Allow-Origin"] == APP
+        assert (await response.json())["error"]["upstream_status"] == 404
+
+
+async def test_preflight_from_an_allowed_origin_is_204_with_the_rules(counted_gateway, http):
+    gateway, requests = counted_gateway
+    headers = {
+        "Origin": APP,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-request-id",
+    }
+    async with http.options(f"{gateway}/chat", headers=headers) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == APP
+        assert response.headers["Access-Control-Allow-Methods"] == "GET, POST"
+        assert response.headers["Access-Control-Allow-Headers"] == "X-Request-Id"
+        assert response.headers["Access-Control-Max-Age"] == "600"
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    async with http.options(f"{gateway}/chat", headers={**headers, "Origin": OTHER}) as response:
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "origin_not_allowed"
+    assert requests == []
+
+
+async def test_route_without_cors_has_no_preflight_and_no_cors_headers(counted_gateway, http):
+    gateway, _ = counted_gateway
+    async with http.options(f"{gateway}/plain", headers={"Origin": APP}) as response:
+        assert response.status == 405
+    async with http.get(f"{gateway}/plain", headers={"Origin": APP}) as response:
+        assert response.status == 200
+        assert "Access-Control-Allow-Origin" not in response.headers
+        await response.read()
