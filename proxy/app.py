@@ -9,33 +9,36 @@ number of apps can run in one process (the test suite runs many).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Final
 
 import aiohttp
 from aiohttp import web
 
 from .config import HEALTH_PATH, GatewayConfig
+from .console import add_console_routes
 from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
-from .handlers import CLIENT_SESSION, json_errors, stream_handler
+from .handlers import CLIENT_SESSION, CONFIG, json_errors, stream_handler
+from .logs import access_log
 
 __all__ = ["CONFIG", "create_app", "make_runner"]
 
-CONFIG: Final = web.AppKey("config", GatewayConfig)
-
 
 def create_app(config: GatewayConfig) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[access_log(frozenset({HEALTH_PATH})), json_errors])
     app[CONFIG] = config
     app.cleanup_ctx.append(_client_session)
     app.on_response_prepare.append(apply_cors_headers)
+    # The gateway's own paths first: the router tries resources in order, and a route such as
+    # --upstream's /{tail:.+} would otherwise take them.
+    app.router.add_get(HEALTH_PATH, _healthz)
+    if config.server.console_enabled:
+        add_console_routes(app, config)
+    if config.server.demo:
+        add_demo_routes(app)
     for route in config.routes:
         handler = add_cors(app, route, stream_handler(route))
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
-    app.router.add_get(HEALTH_PATH, _healthz)
-    if config.server.demo:
-        add_demo_routes(app)
     return app
 
 
@@ -57,4 +60,5 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 def make_runner(app: web.Application) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler at once, which closes
     # the upstream request, even while the upstream is silent and nothing is being written.
-    return web.AppRunner(app, handler_cancellation=True)
+    # access_log=None: the gateway writes its own line per stream (proxy.logs), at its end.
+    return web.AppRunner(app, handler_cancellation=True, access_log=None)

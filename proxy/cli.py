@@ -1,4 +1,4 @@
-"""Command line: ``python -m proxy [--config FILE] [--host HOST] [--port PORT]``.
+"""Command line: ``python -m proxy [--config FILE | --upstream URL | --demo] [--host] [--port]``.
 
 A configuration error is one line on stderr that names the key, and exit status 2; nothing starts.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -17,8 +16,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from .app import create_app, make_runner
-from .config import GatewayConfig, load_config
+from .config import CONSOLE_PATH, GatewayConfig, load_config, upstream_config
 from .errors import ConfigError
+from .logs import configure_logging
 
 __all__ = ["main", "serve"]
 
@@ -26,18 +26,32 @@ BUNDLED_CONFIG: Final = Path(__file__).resolve().parent.parent / "config.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.upstream and args.demo:
+        parser.error("--upstream and --demo are two different gateways: choose one")
+    if (args.upstream or args.demo) and args.config is not None:
+        parser.error("--config cannot be combined with --upstream or --demo")
+    if args.header and not args.upstream:
+        parser.error("--header is for --upstream; a config file has headers: per route")
+    source = args.upstream or args.config or BUNDLED_CONFIG
     try:
-        config = load_config(args.config).with_overrides(host=args.host, port=args.port)
+        if args.upstream:
+            config = upstream_config(args.upstream, dict(args.header))
+        else:
+            config = load_config(args.config or BUNDLED_CONFIG)
+            if args.demo:
+                config = config.with_overrides(demo=True, mode="dev")
+        config = config.with_overrides(
+            host=args.host, port=args.port, mode=args.mode, log_format=args.log_format
+        )
     except ConfigError as exc:
         print(f"proxy: error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"proxy: {args.config}: ok ({len(config.routes)} routes)")
+        print(f"proxy: {source}: ok ({len(config.routes)} routes)")
         return 0
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.server.effective_log_format, args.log_level)
     try:
         run = _loop_runner(args.loop)
     except ImportError:
@@ -69,11 +83,10 @@ async def serve(config: GatewayConfig) -> None:
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
-            shown = f"[{host}]" if ":" in host else host
-            print(
-                f"proxy: listening on http://{shown}:{port} ({len(config.routes)} routes)",
-                flush=True,
-            )
+            origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            print(f"proxy: listening on {origin} ({len(config.routes)} routes)", flush=True)
+            if config.server.console_enabled:
+                print(f"proxy: stream console at {origin}{CONSOLE_PATH}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -90,8 +103,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         type=Path,
-        default=BUNDLED_CONFIG,
         help="YAML configuration file (default: the bundled config.yaml with its demo)",
+    )
+    parser.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="no config file: serve / and /{path} from URL and URL/{path}, GET and POST (dev mode)",
+    )
+    parser.add_argument(
+        "--header",
+        metavar="'NAME: VALUE'",
+        type=_header,
+        action="append",
+        default=[],
+        help="with --upstream: a header for every upstream request (repeatable)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the built-in demo upstream and page (the bundled config, dev mode)",
     )
     parser.add_argument(
         "--check-config",
@@ -101,6 +131,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="listen address; overrides server.host")
     parser.add_argument(
         "--port", type=_port, help="listen port; overrides server.port (0: any free port)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["dev", "production"],
+        help="overrides server.mode: dev turns on the stream console and readable logs",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["dev", "json"],
+        help="one line per stream, readable (dev) or JSON; default: by mode",
     )
     parser.add_argument(
         "--loop",
@@ -115,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         help="default: info",
     )
     return parser
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"not 'Name: value': {text!r}")
+    return name.strip(), value.strip()
 
 
 def _port(text: str) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "TimeoutsConfig",
     "load_config",
     "parse_config",
+    "upstream_config",
 ]
 
 HOP_BY_HOP_HEADERS: Final = frozenset(
@@ -65,6 +66,10 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
 )
 
 HEALTH_PATH: Final = "/healthz"
+CONSOLE_PATH: Final = "/_console"
+CONSOLE_TAP_PARAM: Final = "_proxy_tap"
+"""With the console on, a stream asked with this query parameter also carries each raw upstream
+line as an ``upstream-line`` event (the console shows it beside the event it became)."""
 DEMO_PATHS: Final = ("/", "/demo/api/chat")
 _ENV_REFERENCE: Final = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 # aiohttp's {name} or {name:regex}; group 1 is the name, group 2 the regex.
@@ -102,8 +107,24 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    mode: Literal["dev", "production"] = "production"
+    """``dev``: the stream console on and readable log lines; ``production``: neither."""
     demo: bool = False
     """Serve the demo page at ``/`` and the built-in demo upstream under ``/demo/``."""
+    console: bool | None = None
+    """The stream console at ``/_console``; unset means on in dev mode, off in production."""
+    log_format: Literal["dev", "json"] | None = None
+    """One line per stream: ``dev`` (aligned, coloured on a TTY) or ``json``; unset follows mode."""
+
+    @property
+    def console_enabled(self) -> bool:
+        return self.mode == "dev" if self.console is None else self.console
+
+    @property
+    def effective_log_format(self) -> Literal["dev", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "dev" if self.mode == "dev" else "json"
 
 
 class BodyConfig(_Model):
@@ -304,6 +325,8 @@ class GatewayConfig(_Model):
     @model_validator(mode="after")
     def _unique_routes(self) -> GatewayConfig:
         reserved = {HEALTH_PATH, *(DEMO_PATHS if self.server.demo else ())}
+        if self.server.console_enabled:
+            reserved.add(CONSOLE_PATH)
         seen: set[tuple[str, str]] = set()
         # These checks span routes, so the message names the key itself (see _describe).
         for index, route in enumerate(self.routes):
@@ -317,12 +340,39 @@ class GatewayConfig(_Model):
                 seen.add((method, route.path))
         return self
 
-    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> GatewayConfig:
-        """The same configuration with the listen address replaced (``--host`` / ``--port``)."""
-        server = self.server.model_copy(
-            update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        )
-        return self.model_copy(update={"server": server})
+    def with_overrides(self, **server: Any) -> GatewayConfig:
+        """The same configuration with ``server:`` settings replaced where the value is not None
+        (``--host``, ``--port``, ``--mode``, ``--log-format``), validated again."""
+        update = {key: value for key, value in server.items() if value is not None}
+        merged = {**self.server.model_dump(), **update}
+        try:
+            return GatewayConfig.model_validate({"server": merged, "routes": self.routes})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def upstream_config(upstream: str, headers: Mapping[str, str] | None = None) -> GatewayConfig:
+    """``--upstream URL``: a dev gateway with no file. ``/`` goes to the URL itself and ``/{tail}``
+    to the same path under it, for GET (an EventSource, body from the query) and POST (JSON);
+    every line becomes one event with the route defaults."""
+    base, question, query = upstream.partition("?")
+    common = {"headers": dict(headers or {}), "forward_headers": ["Authorization", "X-Request-Id"]}
+    raw = {
+        "server": {"mode": "dev"},
+        "routes": [
+            {"path": "/", "upstream": upstream, **common},
+            {
+                "path": "/{tail:.+}",
+                "upstream": f"{base.rstrip('/')}/{{tail}}{question}{query}",
+                **common,
+            },
+        ],
+    }
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        message = re.sub(r" \(and \d+ more\)$", "", _describe(exc).split(": ", 1)[-1])
+        raise ConfigError(f"--upstream {upstream}: {message}") from None
 
 
 def load_config(
@@ -390,10 +440,10 @@ def _join(where: str, key: object) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, prefix: str = "") -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
-    where = ""
+    where = prefix
     for part in first["loc"]:
         if part == "[key]":  # pydantic's marker for "the key itself failed"
             continue

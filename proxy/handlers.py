@@ -25,10 +25,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDict, MultiDictProxy
 
-from .config import RouteConfig
+from .config import CONSOLE_TAP_PARAM, GatewayConfig, RouteConfig
+from .console.tap import TappedConverter
 from .convert import StreamConverter, body_decoder
 from .errors import BadRequest, HTTPFailure, StreamError, UpstreamFailure
+from .logs import STREAM_RECORD, StreamRecord
 from .upstream import (
     body_from_json,
     body_from_query,
@@ -41,11 +44,12 @@ from .upstream import (
     upstream_headers,
 )
 
-__all__ = ["CLIENT_SESSION", "SSE_HEADERS", "json_errors", "stream_handler"]
+__all__ = ["CLIENT_SESSION", "CONFIG", "SSE_HEADERS", "json_errors", "stream_handler"]
 
 log = logging.getLogger("proxy")
 
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
+CONFIG: Final = web.AppKey("config", GatewayConfig)
 
 # Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
 # honours X-Accel-Buffering). The stream is never compressed: compression buffers.
@@ -66,6 +70,10 @@ def stream_handler(route: RouteConfig) -> Handler:
 
 
 async def _stream(route: RouteConfig, request: web.Request) -> web.StreamResponse:
+    record = request.get(STREAM_RECORD)
+    if record is not None:
+        record.route = route.path
+    tap = request.app[CONFIG].server.console_enabled and CONSOLE_TAP_PARAM in request.query
     body = await _client_body(request, route)
     url = fill_upstream_url(
         route.upstream, request.match_info, _self_origin(request), route.multi_segment_variables
@@ -80,24 +88,34 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
         headers=upstream_headers(route, request.headers),
         timeouts=route.timeouts,
     ) as upstream:
+        if record is not None:
+            record.upstream_status = upstream.status
         framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
         if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
-            return await _relay_ndjson(request, upstream, route)
-        return await _relay_events(request, upstream, route, framing)
+            return await _relay_ndjson(request, upstream, route, record)
+        converter_class = TappedConverter if tap else StreamConverter
+        converter = converter_class(
+            route.events, last_event_id=request.headers.get("Last-Event-ID")
+        )
+        return await _relay_events(request, upstream, route, framing, converter, record)
 
 
 async def _relay_events(
-    request: web.Request, upstream: aiohttp.ClientResponse, route: RouteConfig, framing: str
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    route: RouteConfig,
+    framing: str,
+    converter: StreamConverter,
+    record: StreamRecord | None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
-    converter = StreamConverter(route.events, last_event_id=request.headers.get("Last-Event-ID"))
     first_sequence = converter.sequence
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
     outcome = "client_gone"  # unless we get further: a cancelled handler means the client left
     try:
         await _send(response, converter.start())
-        await _pump(response, upstream, decoder.feed, route.events.heartbeat)
+        await _pump(response, upstream, decoder.feed, route.events.heartbeat, record)
         await _send(response, decoder.finish() + converter.end())
         outcome = "eof" if converter.complete else "incomplete"
     except _ClientGone:
@@ -105,22 +123,21 @@ async def _relay_events(
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
         code, message = _stream_failure(exc, route)
         output = exc.output if isinstance(exc, StreamError) else b""
+        outcome = code
         with contextlib.suppress(_ClientGone):
             await _send(response, output + converter.error(code, message))
-            outcome = code
     finally:
-        log.info(
-            "%s %s: %d events, ended: %s",
-            request.method,
-            request.path,
-            converter.sequence - first_sequence,
-            outcome,
-        )
+        if record is not None:
+            record.events = converter.sequence - first_sequence
+            record.ended = outcome
     return response
 
 
 async def _relay_ndjson(
-    request: web.Request, upstream: aiohttp.ClientResponse, route: RouteConfig
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    route: RouteConfig,
+    record: StreamRecord | None,
 ) -> web.StreamResponse:
     """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
     NDJSON way (as Ollama does): a last line ``{"error": {...}}``."""
@@ -138,15 +155,21 @@ async def _relay_ndjson(
         last_byte = chunk[-1:]
         return chunk
 
+    outcome = "client_gone"
     try:
-        await _pump(response, upstream, passthrough, heartbeat=0)
+        await _pump(response, upstream, passthrough, 0, record)
+        outcome = "eof"
     except _ClientGone:
         pass
     except (aiohttp.ClientError, TimeoutError) as exc:
         code, message = _stream_failure(exc, route)
+        outcome = code
         line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"
         with contextlib.suppress(_ClientGone):
             await _send(response, line if last_byte == b"\n" else b"\n" + line)
+    finally:
+        if record is not None:
+            record.ended = outcome
     return response
 
 
@@ -155,6 +178,7 @@ async def _pump(
     upstream: aiohttp.ClientResponse,
     convert: Callable[[bytes], bytes],
     heartbeat: float,
+    record: StreamRecord | None,
 ) -> None:
     """Upstream chunks through ``convert`` to the client, until the upstream's EOF.
 
@@ -164,6 +188,8 @@ async def _pump(
     costs one timer and no wake-ups.
     """
     content = upstream.content
+    if record is not None:
+        convert = _noting_first_output(convert, record)
     if not heartbeat:
         while chunk := await content.readany():
             await _send(response, convert(chunk))
@@ -186,6 +212,21 @@ async def _pump(
         if loop.time() - last_write >= heartbeat - 0.001:
             await _send(response, StreamConverter.heartbeat())
             last_write = loop.time()
+
+
+def _noting_first_output(
+    convert: Callable[[bytes], bytes], record: StreamRecord
+) -> Callable[[bytes], bytes]:
+    """``convert``, noting in ``record`` when it first gives something to send (the time to first
+    event in the access log)."""
+
+    def noting(chunk: bytes) -> bytes:
+        output = convert(chunk)
+        if output and record.first_event_ms is None:
+            record.first_event_now()
+        return output
+
+    return noting
 
 
 async def _send(response: web.StreamResponse, data: bytes) -> None:
@@ -213,7 +254,12 @@ def _stream_failure(exc: BaseException, route: RouteConfig) -> tuple[str, str]:
 async def _client_body(request: web.Request, route: RouteConfig) -> dict[str, object]:
     limit = route.limits.max_body_bytes
     if request.method == "GET":
-        fields = body_from_query(request.query, route.body.query_param, limit)
+        query = request.query
+        if CONSOLE_TAP_PARAM in query:
+            query = MultiDictProxy(
+                MultiDict((k, v) for k, v in query.items() if k != CONSOLE_TAP_PARAM)
+            )
+        fields = body_from_query(query, route.body.query_param, limit)
     else:
         fields = body_from_json(await _read_limited(request, limit))
     body = merge_under(route.body.defaults, fields)
@@ -255,13 +301,21 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except HTTPFailure as exc:
         error: dict[str, object] = {"code": exc.code, "message": exc.message}
+        record = request.get(STREAM_RECORD)
+        if record is not None:
+            record.ended = exc.code
         if isinstance(exc, UpstreamFailure):
             error["upstream_status"] = exc.upstream_status
+            if record is not None:
+                record.upstream_status = exc.upstream_status
         return web.json_response({"error": error}, status=exc.status, dumps=_dumps)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_").replace("-", "_")
+        record = request.get(STREAM_RECORD)
+        if record is not None:
+            record.ended = code
         message = f"{request.method} {request.path}: {exc.reason}"
         if "Allow" in exc.headers:
             message += f" (allowed: {exc.headers['Allow']})"
