@@ -74,7 +74,7 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
     if record is not None:
         record.route = route.path
     tap = request.app[CONFIG].server.console_enabled and CONSOLE_TAP_PARAM in request.query
-    body = await _client_body(request, route)
+    body = await _client_body(request, route, drop=CONSOLE_TAP_PARAM if tap else None)
     url = fill_upstream_url(
         route.upstream, request.match_info, _self_origin(request), route.multi_segment_variables
     )
@@ -251,14 +251,16 @@ def _stream_failure(exc: BaseException, route: RouteConfig) -> tuple[str, str]:
     return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
 
 
-async def _client_body(request: web.Request, route: RouteConfig) -> dict[str, object]:
+async def _client_body(
+    request: web.Request, route: RouteConfig, drop: str | None
+) -> dict[str, object]:
+    """The upstream body: the client's fields (less the query parameter ``drop``) over the route's
+    defaults, with ``Last-Event-ID`` where the route wants it."""
     limit = route.limits.max_body_bytes
     if request.method == "GET":
         query = request.query
-        if CONSOLE_TAP_PARAM in query:
-            query = MultiDictProxy(
-                MultiDict((k, v) for k, v in query.items() if k != CONSOLE_TAP_PARAM)
-            )
+        if drop is not None:
+            query = MultiDictProxy(MultiDict((k, v) for k, v in query.items() if k != drop))
         fields = body_from_query(query, route.body.query_param, limit)
     else:
         fields = body_from_json(await _read_limited(request, limit))
