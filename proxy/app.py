@@ -13,24 +13,29 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .config import HEALTH_PATH, GatewayConfig
+from .config import HEALTH_PATH, READY_PATH, GatewayConfig
 from .console import add_console_routes
 from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
-from .handlers import CLIENT_SESSION, CONFIG, json_errors, stream_handler
+from .handlers import CLIENT_SESSION, CONFIG, STREAMS, json_errors, stream_handler
 from .logs import access_log
+from .streams import StreamRegistry
 
-__all__ = ["CONFIG", "create_app", "make_runner"]
+__all__ = ["CONFIG", "STREAMS", "create_app", "make_runner"]
 
 
 def create_app(config: GatewayConfig) -> web.Application:
-    app = web.Application(middlewares=[access_log(frozenset({HEALTH_PATH})), json_errors])
+    app = web.Application(
+        middlewares=[access_log(frozenset({HEALTH_PATH, READY_PATH})), json_errors]
+    )
     app[CONFIG] = config
+    app[STREAMS] = StreamRegistry(config.server.max_streams)
     app.cleanup_ctx.append(_client_session)
     app.on_response_prepare.append(apply_cors_headers)
     # The gateway's own paths first: the router tries resources in order, and a route such as
     # --upstream's /{tail:.+} would otherwise take them.
     app.router.add_get(HEALTH_PATH, _healthz)
+    app.router.add_get(READY_PATH, _readyz)
     if config.server.console_enabled:
         add_console_routes(app, config)
     if config.server.demo:
@@ -47,6 +52,14 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready for new streams: the configuration is loaded and the gateway is not draining (a
+    load balancer stops sending here as soon as this fails)."""
+    if request.app[STREAMS].draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One session (one connection pool) for the whole app, as aiohttp advises. Streams hold their
     # connection for minutes, so the pool has no cap: aiohttp's default of 100 would make the
@@ -61,4 +74,6 @@ def make_runner(app: web.Application) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler at once, which closes
     # the upstream request, even while the upstream is silent and nothing is being written.
     # access_log=None: the gateway writes its own line per stream (proxy.logs), at its end.
-    return web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # shutdown_timeout: by the time the runner is cleaned up, the drain has already given open
+    # streams their time (server.drain_seconds); what is left is cancelled promptly.
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -15,12 +16,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .app import create_app, make_runner
+from .app import STREAMS, create_app, make_runner
 from .config import CONSOLE_PATH, GatewayConfig, load_config, upstream_config
 from .errors import ConfigError
 from .logs import configure_logging
 
 __all__ = ["main", "serve"]
+
+log = logging.getLogger("proxy")
 
 BUNDLED_CONFIG: Final = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -75,8 +78,11 @@ def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
 
 
 async def serve(config: GatewayConfig) -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
-    runner = make_runner(create_app(config))
+    """Run the gateway until SIGINT or SIGTERM, then drain: ``/readyz`` fails, new streams get
+    503, open streams get a ``shutting_down`` event, and the process exits within
+    ``server.drain_seconds``."""
+    app = create_app(config)
+    runner = make_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -92,6 +98,14 @@ async def serve(config: GatewayConfig) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
+        streams = app[STREAMS]
+        log.info("draining: %d open streams told shutting_down", streams.drain())
+        if not await streams.wait_idle(config.server.drain_seconds):
+            log.warning(
+                "drain: %d streams still open after %s s; closing them",
+                streams.open_streams(),
+                config.server.drain_seconds,
+            )
     finally:
         await runner.cleanup()
 

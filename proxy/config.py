@@ -66,6 +66,7 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
 )
 
 HEALTH_PATH: Final = "/healthz"
+READY_PATH: Final = "/readyz"
 CONSOLE_PATH: Final = "/_console"
 CONSOLE_TAP_PARAM: Final = "_proxy_tap"
 """With the console on, a stream asked with this query parameter also carries each raw upstream
@@ -115,6 +116,10 @@ class ServerConfig(_Model):
     """The stream console at ``/_console``; unset means on in dev mode, off in production."""
     log_format: Literal["dev", "json"] | None = None
     """One line per stream: ``dev`` (aligned, coloured on a TTY) or ``json``; unset follows mode."""
+    max_streams: int | None = Field(None, ge=1)
+    """Open streams for the whole gateway; beyond it, 503 with ``Retry-After``."""
+    drain_seconds: float = Field(10, ge=0)
+    """On SIGTERM: the most time open streams get to take their ``shutting_down`` event."""
 
     @property
     def console_enabled(self) -> bool:
@@ -191,6 +196,10 @@ class LimitsConfig(_Model):
     max_line_bytes: int = Field(1 << 20, ge=16)
     max_body_bytes: int = Field(1 << 20, ge=2)
     """Largest client request body (POST JSON, or the GET ``?body=`` value) accepted."""
+    max_streams: int | None = Field(None, ge=1)
+    """Open streams on this route; beyond it, 503 with ``Retry-After``."""
+    max_duration: float | None = Field(None, gt=0)
+    """Seconds a stream may last; then a ``max_duration`` error event ends it."""
 
 
 def _origin(text: str) -> str:
@@ -324,7 +333,7 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_routes(self) -> GatewayConfig:
-        reserved = {HEALTH_PATH, *(DEMO_PATHS if self.server.demo else ())}
+        reserved = {HEALTH_PATH, READY_PATH, *(DEMO_PATHS if self.server.demo else ())}
         if self.server.console_enabled:
             reserved.add(CONSOLE_PATH)
         seen: set[tuple[str, str]] = set()

@@ -80,13 +80,21 @@ class HTTPFailure(GatewayError):
     """Ends a request before any stream byte was sent: an HTTP status and a JSON error body."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, upstream_status: int | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        """Seconds, for a 503 the client should retry (sent as ``Retry-After``)."""
 
 
 class BadRequest(HTTPFailure):

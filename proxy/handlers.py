@@ -32,6 +32,7 @@ from .console.tap import TappedConverter
 from .convert import StreamConverter, body_decoder
 from .errors import BadRequest, HTTPFailure, StreamError, UpstreamFailure
 from .logs import STREAM_RECORD, StreamRecord
+from .streams import OpenStream, StreamRegistry, shutting_down
 from .upstream import (
     body_from_json,
     body_from_query,
@@ -44,12 +45,20 @@ from .upstream import (
     upstream_headers,
 )
 
-__all__ = ["CLIENT_SESSION", "CONFIG", "SSE_HEADERS", "json_errors", "stream_handler"]
+__all__ = [
+    "CLIENT_SESSION",
+    "CONFIG",
+    "SSE_HEADERS",
+    "STREAMS",
+    "json_errors",
+    "stream_handler",
+]
 
 log = logging.getLogger("proxy")
 
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
 CONFIG: Final = web.AppKey("config", GatewayConfig)
+STREAMS: Final = web.AppKey("streams", StreamRegistry)
 
 # Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
 # honours X-Accel-Buffering). The stream is never compressed: compression buffers.
@@ -73,6 +82,17 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
     record = request.get(STREAM_RECORD)
     if record is not None:
         record.route = route.path
+    registry = request.app[STREAMS]
+    stream = registry.admit(route.path, route.limits.max_streams)
+    try:
+        return await _open_and_relay(route, request, stream, record)
+    finally:
+        registry.release(stream)
+
+
+async def _open_and_relay(
+    route: RouteConfig, request: web.Request, stream: OpenStream, record: StreamRecord | None
+) -> web.StreamResponse:
     tap = request.app[CONFIG].server.console_enabled and CONSOLE_TAP_PARAM in request.query
     body = await _client_body(request, route, drop=CONSOLE_TAP_PARAM if tap else None)
     url = fill_upstream_url(
@@ -88,16 +108,17 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
         headers=upstream_headers(route, request.headers),
         timeouts=route.timeouts,
     ) as upstream:
+        stream.attach(upstream)
         if record is not None:
             record.upstream_status = upstream.status
         framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
         if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
-            return await _relay_ndjson(request, upstream, route, record)
+            return await _relay_ndjson(request, upstream, route, stream, record)
         converter_class = TappedConverter if tap else StreamConverter
         converter = converter_class(
             route.events, last_event_id=request.headers.get("Last-Event-ID")
         )
-        return await _relay_events(request, upstream, route, framing, converter, record)
+        return await _relay_events(request, upstream, route, framing, converter, stream, record)
 
 
 async def _relay_events(
@@ -106,6 +127,7 @@ async def _relay_events(
     route: RouteConfig,
     framing: str,
     converter: StreamConverter,
+    stream: OpenStream,
     record: StreamRecord | None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers=SSE_HEADERS)
@@ -115,13 +137,16 @@ async def _relay_events(
     outcome = "client_gone"  # unless we get further: a cancelled handler means the client left
     try:
         await _send(response, converter.start())
-        await _pump(response, upstream, decoder.feed, route.events.heartbeat, record)
+        async with asyncio.timeout(route.limits.max_duration) as deadline:
+            await _pump(response, upstream, decoder.feed, route.events.heartbeat, record)
+        if stream.stopping:
+            raise aiohttp.ClientConnectionError("closed by the drain")
         await _send(response, decoder.finish() + converter.end())
         outcome = "eof" if converter.complete else "incomplete"
     except _ClientGone:
         pass
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
-        code, message = _stream_failure(exc, route)
+        code, message = _stream_failure(exc, route, stream, deadline.expired())
         output = exc.output if isinstance(exc, StreamError) else b""
         outcome = code
         with contextlib.suppress(_ClientGone):
@@ -137,6 +162,7 @@ async def _relay_ndjson(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     route: RouteConfig,
+    stream: OpenStream,
     record: StreamRecord | None,
 ) -> web.StreamResponse:
     """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
@@ -157,12 +183,15 @@ async def _relay_ndjson(
 
     outcome = "client_gone"
     try:
-        await _pump(response, upstream, passthrough, 0, record)
+        async with asyncio.timeout(route.limits.max_duration) as deadline:
+            await _pump(response, upstream, passthrough, 0, record)
+        if stream.stopping:
+            raise aiohttp.ClientConnectionError("closed by the drain")
         outcome = "eof"
     except _ClientGone:
         pass
     except (aiohttp.ClientError, TimeoutError) as exc:
-        code, message = _stream_failure(exc, route)
+        code, message = _stream_failure(exc, route, stream, deadline.expired())
         outcome = code
         line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"
         with contextlib.suppress(_ClientGone):
@@ -238,8 +267,14 @@ async def _send(response: web.StreamResponse, data: bytes) -> None:
         raise _ClientGone from exc
 
 
-def _stream_failure(exc: BaseException, route: RouteConfig) -> tuple[str, str]:
+def _stream_failure(
+    exc: BaseException, route: RouteConfig, stream: OpenStream, out_of_time: bool
+) -> tuple[str, str]:
     """The ``code`` and ``message`` of the error event for a failure after the stream started."""
+    if stream.stopping:  # the drain closed the upstream: that is the reason, not the error
+        return shutting_down().code, shutting_down().message
+    if out_of_time:
+        return "max_duration", f"the stream reached its maximum of {route.limits.max_duration} s"
     if isinstance(exc, StreamError):
         return exc.code, str(exc)
     if isinstance(exc, TimeoutError):
@@ -310,7 +345,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             error["upstream_status"] = exc.upstream_status
             if record is not None:
                 record.upstream_status = exc.upstream_status
-        return web.json_response({"error": error}, status=exc.status, dumps=_dumps)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return web.json_response({"error": error}, status=exc.status, headers=headers, dumps=_dumps)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

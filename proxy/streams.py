@@ -1,0 +1,106 @@
+"""The open streams of one gateway: admission against the limits, and the drain at shutdown.
+
+Strategy: every stream is admitted before its upstream request (so a refused one costs nothing
+upstream) and released when its handler ends, whatever the way. Admission is where the two limits
+and the drain say no, each with a 503 and ``Retry-After`` that tells a client (or a load balancer)
+to try again, elsewhere if it can. Draining marks every open stream as stopping and closes its
+upstream response: the handler's pump ends at once, and the handler, seeing ``stopping``, tells
+the client ``shutting_down`` instead of ``end``, so it reconnects (with its ``Last-Event-ID``) to
+another replica rather than believing the answer was whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Final
+
+import aiohttp
+
+from .errors import HTTPFailure
+
+__all__ = ["OpenStream", "StreamRegistry", "shutting_down"]
+
+RETRY_AFTER_SECONDS: Final = 1
+
+
+class OpenStream:
+    __slots__ = ("_upstream", "route", "stopping")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.stopping = False
+        self._upstream: aiohttp.ClientResponse | None = None
+
+    def attach(self, upstream: aiohttp.ClientResponse) -> None:
+        """The upstream response to close if the gateway drains before the stream ends."""
+        if self.stopping:
+            raise shutting_down()
+        self._upstream = upstream
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self._upstream is not None:
+            self._upstream.close()
+
+
+class StreamRegistry:
+    def __init__(self, max_streams: int | None) -> None:
+        self._max_streams = max_streams
+        self._open: set[OpenStream] = set()
+        self._per_route: Counter[str] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    def admit(self, route: str, route_max: int | None) -> OpenStream:
+        if self.draining:
+            raise shutting_down()
+        if self._max_streams is not None and len(self._open) >= self._max_streams:
+            raise _too_many(f"the gateway has its maximum of {self._max_streams} open streams")
+        if route_max is not None and self._per_route[route] >= route_max:
+            raise _too_many(f"route {route} has its maximum of {route_max} open streams")
+        stream = OpenStream(route)
+        self._open.add(stream)
+        self._per_route[route] += 1
+        self._idle.clear()
+        return stream
+
+    def release(self, stream: OpenStream) -> None:
+        self._open.discard(stream)
+        self._per_route[stream.route] -= 1
+        if not self._open:
+            self._idle.set()
+
+    def open_streams(self, route: str | None = None) -> int:
+        return len(self._open) if route is None else self._per_route[route]
+
+    def drain(self) -> int:
+        """Refuse new streams and stop the open ones; the number stopped."""
+        self.draining = True
+        stopping = list(self._open)
+        for stream in stopping:
+            stream.stop()
+        return len(stopping)
+
+    async def wait_idle(self, within: float) -> bool:
+        """True once no stream is open, False if ``within`` seconds pass first."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def shutting_down() -> HTTPFailure:
+    return HTTPFailure(
+        503,
+        "shutting_down",
+        "this gateway is shutting down; retry, and another replica will answer",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+def _too_many(message: str) -> HTTPFailure:
+    return HTTPFailure(503, "too_many_streams", message, retry_after=RETRY_AFTER_SECONDS)
