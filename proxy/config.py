@@ -151,13 +151,15 @@ class EventsConfig(_Model):
     error_event: EventName = "error"
     heartbeat: float = Field(15, ge=0)
     retry: int | None = Field(3000, ge=0)
+    error_from: JsonPointer | None = None
+    """A line with a non-null value here (Ollama's ``/error``) is an ``upstream_error`` event."""
     complete_when: JsonPointer | None = None
     """The stream is complete only once a line has ``true`` here (Ollama's ``/done``); an upstream
     EOF before that is an ``incomplete`` error event instead of the end event."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    @field_validator("complete_when", mode="before")
+    @field_validator("complete_when", "error_from", mode="before")
     @classmethod
     def _parse_complete_when(cls, value: Any) -> Any:
         return _pointer(value) if isinstance(value, str) else value

@@ -64,6 +64,7 @@ class StreamConverter:
         "_default_event",
         "_end_event",
         "_error_event",
+        "_error_from",
         "_event_from",
         "_event_heads",
         "_event_prefix",
@@ -86,12 +87,14 @@ class StreamConverter:
         self._data_pointer = rules.data if isinstance(rules.data, JsonPointer) else None
         self._complete_when = rules.complete_when
         self._complete = rules.complete_when is None
+        self._error_from = rules.error_from
         # Fixed per route; read on every batch, so decided once here.
         self._needs_json = (
             self._data_pointer is not None
             or self._event_from is not None
             or self._id_pointer is not None
             or self._complete_when is not None
+            or self._error_from is not None
         )
         self._end_event = rules.end_event
         self._error_event = rules.error_event
@@ -249,6 +252,11 @@ class StreamConverter:
                 continue
             if not self._complete:
                 self._check_complete(document)
+            if self._error_from is not None:
+                failure = self._upstream_error(document)
+                if failure is not None:
+                    append(self._line_error("upstream_error", failure, number))
+                    continue
             try:
                 if data_pointer is None:
                     data = line  # orjson accepted it, so it is UTF-8 already
@@ -296,10 +304,25 @@ class StreamConverter:
                 self._event_heads[value] = head
         return head
 
+    def _upstream_error(self, document: Any) -> str | None:
+        assert self._error_from is not None
+        try:
+            value = self._error_from.resolve(document)
+        except PointerNotFound:
+            return None
+        if value is None:
+            return None
+        return value if type(value) is str else orjson.dumps(value).decode()
+
     def _id_head(self, document: Any, number: int) -> bytes:
+        """The ``id:`` line; none when the line lacks the member (the client keeps its last id:
+        an id is optional in SSE, and a Kubernetes ERROR event has no resourceVersion)."""
         if self._id_pointer is None:
             return b""
-        value = self._id_pointer.resolve(document)
+        try:
+            value = self._id_pointer.resolve(document)
+        except PointerNotFound:
+            return b""
         if type(value) is str or type(value) is int:
             return b"id: %s\n" % sanitize_id(str(value)).encode()
         raise _LineError(

@@ -291,10 +291,34 @@ def test_id_pointer_other_value_gives_invalid_event_id_error_event(value):
     }
 
 
-def test_id_pointer_missing_gives_pointer_not_found_error_event():
-    payload = error_data(convert([b'{"x":1}\n'], id="/id"))
-    assert payload["code"] == "pointer_not_found"
-    assert payload["line"] == 1
+def test_id_pointer_missing_sends_the_event_without_an_id_line():
+    # A Kubernetes ERROR event (a Status object) has no resourceVersion: the event still goes
+    # out, and the browser keeps the last id it had.
+    assert convert([b'{"id":"7"}\n{"x":1}\n'], id="/id") == (
+        b'id: 7\ndata: {"id":"7"}\n\ndata: {"x":1}\n\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        pytest.param(b'{"error": "model not found"}', "model not found", id="string"),
+        pytest.param(b'{"error": {"code": 5}}', '{"code":5}', id="object-as-json"),
+    ],
+)
+def test_error_from_turns_an_upstream_error_line_into_an_error_event(line, message):
+    wire = convert([b'{"t": "a"}\n', line + b"\n", b'{"t": "b"}\n'], data="/t", error_from="/error")
+    first, error, last = SSEParser().feed(wire)
+    assert (first.data, last.data) == ("a", "b")
+    assert error.event == "error"
+    assert orjson.loads(error.data) == {"code": "upstream_error", "message": message, "line": 2}
+
+
+def test_error_from_ignores_a_null_or_missing_member():
+    wire = convert(
+        [b'{"t": "a", "error": null}\n', b'{"t": "b"}\n'], data="/t", error_from="/error"
+    )
+    assert [e.data for e in SSEParser().feed(wire)] == ["a", "b"]
 
 
 def test_line_that_is_not_json_gives_error_event_and_the_stream_goes_on():

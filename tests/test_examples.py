@@ -183,8 +183,8 @@ async def test_ollama_error_line_mid_stream_is_an_error_event_then_incomplete(
     async with http.post(f"{gateway}/ollama/chat/raw", json={"messages": MESSAGES}) as response:
         raw = parse_events(await response.read())
 
-    # Token route: the {"error": ...} line has no /message/content, so it is reported as a line
-    # the pointer does not fit; Ollama's own text is not in that event (the raw route has it).
+    # Token route: error_from turns the {"error": ...} line into an upstream_error event with
+    # Ollama's own text, then the stream is incomplete (no done line came).
     assert [(e.event, e.data) for e in tokens[:3]] == [
         ("message", "Hel"),
         ("message", "lo"),
@@ -192,11 +192,10 @@ async def test_ollama_error_line_mid_stream_is_an_error_event_then_incomplete(
     ]
     assert [e.event for e in tokens[3:]] == ["error", "error"]
     assert error_data(tokens[3]) == {
-        "code": "pointer_not_found",
-        "message": "line 4: JSON Pointer /message/content does not resolve ('message' is missing)",
+        "code": "upstream_error",
+        "message": FakeOllama.ERROR,
         "line": 4,
     }
-    assert FakeOllama.ERROR not in tokens[3].data
     assert error_data(tokens[4])["code"] == "incomplete"
 
     # Raw route: the error line is a message as Ollama wrote it, then the stream is incomplete.
@@ -346,7 +345,7 @@ async def test_kubernetes_reconnect_with_last_event_id_resumes_the_watch_after_i
     ]
 
 
-async def test_kubernetes_expired_resource_version_error_line_becomes_a_gateway_error_event(
+async def test_kubernetes_expired_resource_version_arrives_as_an_error_event_named_error_upper(
     start_recipe, serve, http
 ):
     k8s = FakeKubernetes()
@@ -355,17 +354,13 @@ async def test_kubernetes_expired_resource_version_error_line_becomes_a_gateway_
     async with http.get(f"{gateway}/k8s/namespaces/default/pods", headers=headers) as response:
         assert response.status == 200  # the API server says 410 inside a 200 watch
         events = parse_events(await response.read())
-    # The ERROR line's object is a Status with no metadata.resourceVersion, so the id pointer
-    # does not fit it: the page gets the gateway's error event (with data, so it stops), not the
-    # Status itself.
-    assert events == [
-        SSEEvent(
-            event="error",
-            data='{"code":"pointer_not_found","message":"line 1: JSON Pointer '
-            "/object/metadata/resourceVersion does not resolve ('resourceVersion' is missing)\","
-            '"line":1}',
-        )
-    ]
+    # The ERROR line's object is a Status with no metadata.resourceVersion: it still arrives,
+    # as an ERROR event without an id (the page keeps its last one), so the page can see the 410
+    # and list again instead of resuming.
+    (event,) = events
+    assert (event.event, event.id) == ("ERROR", "")
+    status = orjson.loads(event.data)["object"]
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
     assert ("resourceVersion", "12000") in k8s.requests[0].query
 
 
