@@ -310,6 +310,17 @@ class RouteConfig(_Model):
                 raise ValueError(f"upstream uses {{{name}}}, which the path does not define")
         return self
 
+    @functools.cached_property
+    def secrets(self) -> frozenset[str]:
+        """What an upstream's error text must not carry to the client: the values of the headers
+        the route injects, and each long word of them (an API may echo a token without its
+        ``Bearer``)."""
+        found: set[str] = set()
+        for value in self.headers.values():
+            found.add(value)
+            found.update(word for word in value.split() if len(word) >= 8)
+        return frozenset(secret for secret in found if len(secret) >= 4)
+
     @property
     def path_variables(self) -> list[str]:
         return _placeholder_names(self.path)

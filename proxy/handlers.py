@@ -107,6 +107,7 @@ async def _open_and_relay(
         body=None if route.upstream_method == "GET" else orjson.dumps(body),
         headers=upstream_headers(route, request.headers),
         timeouts=route.timeouts,
+        secrets=route.secrets,
     ) as upstream:
         stream.attach(upstream)
         if record is not None:

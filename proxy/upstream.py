@@ -37,6 +37,7 @@ __all__ = [
     "merge_under",
     "open_upstream",
     "query_from_body",
+    "redact",
     "upstream_headers",
 ]
 
@@ -227,6 +228,7 @@ async def open_upstream(
     body: bytes | None,
     headers: Mapping[str, str],
     timeouts: TimeoutsConfig,
+    secrets: Collection[str] = (),
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """The upstream response, once its status says a stream follows. The connection is closed on
     the way out unless the body was read to its end (then it goes back to the pool)."""
@@ -268,7 +270,7 @@ async def open_upstream(
             502, "upstream_error", f"the upstream request failed: {exc or type(exc).__name__}"
         ) from None
     try:
-        await _check_status(response)
+        await _check_status(response, secrets)
         yield response
     finally:
         if response.content.is_eof():
@@ -277,7 +279,7 @@ async def open_upstream(
             response.close()
 
 
-async def _check_status(response: aiohttp.ClientResponse) -> None:
+async def _check_status(response: aiohttp.ClientResponse, secrets: Collection[str]) -> None:
     status = response.status
     if 200 <= status < 300:
         return
@@ -290,7 +292,7 @@ async def _check_status(response: aiohttp.ClientResponse) -> None:
             upstream_status=status,
         )
     try:
-        detail = _error_detail(await response.content.read(ERROR_BODY_LIMIT))
+        detail = redact(_error_detail(await response.content.read(ERROR_BODY_LIMIT)), secrets)
     except (aiohttp.ClientError, TimeoutError):
         detail = ""
     message = f"the upstream answered {status} {response.reason or ''}".rstrip()
@@ -300,6 +302,13 @@ async def _check_status(response: aiohttp.ClientResponse) -> None:
         f"{message}: {detail}" if detail else message,
         upstream_status=status,
     )
+
+
+def redact(text: str, secrets: Collection[str]) -> str:
+    # Longest first, so a token inside a longer header value leaves no tail behind.
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _error_detail(body: bytes) -> str:

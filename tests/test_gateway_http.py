@@ -641,3 +641,32 @@ async def test_sequence_ids_go_on_after_a_reconnect(start_upstream, start_gatewa
     async with http.get(f"{gateway}/chat", headers={"Last-Event-ID": "41"}) as response:
         events = parse_events(await response.read())
     assert [e.id for e in events] == ["42", "43", "43"]  # the end event keeps the last id
+
+
+async def test_injected_secrets_echoed_in_an_upstream_error_never_reach_the_client(
+    start_upstream, start_gateway, http
+):
+    async def echoing_401(request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {token}. Header was {request.headers['X-Key']}"
+        return web.json_response({"error": {"message": message}}, status=401)
+
+    upstream = await start_upstream({"/v1/chat": echoing_401})
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/v1/chat",
+                "headers": {"Authorization": "Bearer sk-live-0123456789", "X-Key": "k-42"},
+            }
+        ]
+    )
+    async with http.post(f"{gateway}/chat", json={}) as response:
+        assert response.status == 401
+        text = await response.text()
+    assert "0123456789" not in text
+    assert "k-42" not in text
+    assert orjson.loads(text)["error"]["message"] == (
+        "the upstream answered 401 Unauthorized: "
+        "Incorrect API key provided: [redacted]. Header was [redacted]"
+    )
