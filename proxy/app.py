@@ -13,29 +13,33 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .config import HEALTH_PATH, READY_PATH, GatewayConfig
+from .config import HEALTH_PATH, METRICS_PATH, READY_PATH, GatewayConfig
 from .console import add_console_routes
 from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
 from .handlers import CLIENT_SESSION, CONFIG, STREAMS, json_errors, stream_handler
 from .logs import access_log
+from .metrics import GatewayMetrics
 from .streams import StreamRegistry
 
 __all__ = ["CONFIG", "STREAMS", "create_app", "make_runner"]
 
 
 def create_app(config: GatewayConfig) -> web.Application:
-    app = web.Application(
-        middlewares=[access_log(frozenset({HEALTH_PATH, READY_PATH})), json_errors]
-    )
+    streams = StreamRegistry(config.server.max_streams)
+    metrics = GatewayMetrics(streams, [route.path for route in config.routes])
+    unlogged = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
+    app = web.Application(middlewares=[access_log(unlogged, metrics.observe), json_errors])
     app[CONFIG] = config
-    app[STREAMS] = StreamRegistry(config.server.max_streams)
+    app[STREAMS] = streams
     app.cleanup_ctx.append(_client_session)
     app.on_response_prepare.append(apply_cors_headers)
     # The gateway's own paths first: the router tries resources in order, and a route such as
     # --upstream's /{tail:.+} would otherwise take them.
     app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_get(READY_PATH, _readyz)
+    if config.server.metrics:
+        app.router.add_get(METRICS_PATH, metrics.handler)
     if config.server.console_enabled:
         add_console_routes(app, config)
     if config.server.demo:

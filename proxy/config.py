@@ -67,6 +67,7 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
 
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
+METRICS_PATH: Final = "/metrics"
 CONSOLE_PATH: Final = "/_console"
 CONSOLE_TAP_PARAM: Final = "_proxy_tap"
 """With the console on, a stream asked with this query parameter also carries each raw upstream
@@ -118,6 +119,8 @@ class ServerConfig(_Model):
     """One line per stream: ``dev`` (aligned, coloured on a TTY) or ``json``; unset follows mode."""
     max_streams: int | None = Field(None, ge=1)
     """Open streams for the whole gateway; beyond it, 503 with ``Retry-After``."""
+    metrics: bool = True
+    """Prometheus metrics at ``/metrics``."""
     drain_seconds: float = Field(10, ge=0)
     """On SIGTERM: the most time open streams get to take their ``shutting_down`` event."""
 
@@ -349,6 +352,8 @@ class GatewayConfig(_Model):
         reserved = {HEALTH_PATH, READY_PATH, *(DEMO_PATHS if self.server.demo else ())}
         if self.server.console_enabled:
             reserved.add(CONSOLE_PATH)
+        if self.server.metrics:
+            reserved.add(METRICS_PATH)
         seen: set[tuple[str, str]] = set()
         # These checks span routes, so the message names the key itself (see _describe).
         for index, route in enumerate(self.routes):

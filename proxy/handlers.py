@@ -69,6 +69,17 @@ SSE_HEADERS: Final = {
 }
 
 
+class _CountingResponse(web.StreamResponse):
+    """Counts the body bytes written (aiohttp's ``body_length`` is known only after the handler
+    returns, and includes no count for a stream cut short)."""
+
+    sent = 0
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await super().write(data)
+        self.sent += len(data)
+
+
 class _ClientGone(Exception):
     """The client closed its connection; nothing more can be told to it."""
 
@@ -131,7 +142,7 @@ async def _relay_events(
     stream: OpenStream,
     record: StreamRecord | None,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = _CountingResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     first_sequence = converter.sequence
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
@@ -155,6 +166,7 @@ async def _relay_events(
     finally:
         if record is not None:
             record.events = converter.sequence - first_sequence
+            record.bytes = response.sent
             record.ended = outcome
     return response
 
@@ -168,7 +180,7 @@ async def _relay_ndjson(
 ) -> web.StreamResponse:
     """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
     NDJSON way (as Ollama does): a last line ``{"error": {...}}``."""
-    response = web.StreamResponse(
+    response = _CountingResponse(
         headers={
             **SSE_HEADERS,
             "Content-Type": upstream.headers.get("Content-Type", "application/x-ndjson"),
@@ -199,6 +211,7 @@ async def _relay_ndjson(
             await _send(response, line if last_byte == b"\n" else b"\n" + line)
     finally:
         if record is not None:
+            record.bytes = response.sent
             record.ended = outcome
     return response
 

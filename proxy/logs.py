@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Final
@@ -60,9 +61,11 @@ class StreamRecord:
 STREAM_RECORD: Final = web.RequestKey("stream_record", StreamRecord)
 
 
-def access_log(skip: frozenset[str]) -> Middleware:
+def access_log(
+    skip: frozenset[str], on_end: Callable[[StreamRecord], None] | None = None
+) -> Middleware:
     """The middleware that writes one line per request, except for the paths in ``skip``
-    (health checks, which would drown the rest)."""
+    (health checks, which would drown the rest), and hands each record to ``on_end`` (metrics)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,23 +77,24 @@ def access_log(skip: frozenset[str]) -> Middleware:
             response = await handler(request)
         except asyncio.CancelledError:
             record.ended = "client_gone"  # handler_cancellation: the client closed first
-            _write(record, 499)
+            finish(record, 499)
             raise
         except web.HTTPException as exc:
-            _write(record, exc.status)
+            finish(record, exc.status)
             raise
-        _write(record, response.status, response.body_length)
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            record.bytes = len(response.body)  # a stream's handler counted its own
+        finish(record, response.status)
         return response
 
+    def finish(record: StreamRecord, status: int) -> None:
+        record.status = record.status or status
+        record.duration_ms = round((time.monotonic() - record.started) * 1000, 1)
+        access.info("stream", extra={"stream": record})
+        if on_end is not None:
+            on_end(record)
+
     return middleware
-
-
-def _write(record: StreamRecord, status: int, body_bytes: int | None = None) -> None:
-    record.status = record.status or status
-    if body_bytes is not None:
-        record.bytes = body_bytes
-    record.duration_ms = round((time.monotonic() - record.started) * 1000, 1)
-    access.info("stream", extra={"stream": record})
 
 
 class JsonFormatter(logging.Formatter):
