@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from .auth import add_auth
 from .config import HEALTH_PATH, METRICS_PATH, READY_PATH, GatewayConfig
 from .console import add_console_routes
 from .cors import add_cors, apply_cors_headers
@@ -45,7 +46,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     if config.server.demo:
         add_demo_routes(app)
     for route in config.routes:
-        handler = add_cors(app, route, stream_handler(route))
+        # CORS outermost: a 401 must reach an allowed page readably, and a preflight carries
+        # no credential.
+        handler = add_cors(app, route, add_auth(route, stream_handler(route)))
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
     return app

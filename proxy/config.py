@@ -35,10 +35,12 @@ from .errors import ConfigError, InvalidPointer
 from .pointer import JsonPointer
 
 __all__ = [
+    "AuthConfig",
     "BodyConfig",
     "CorsConfig",
     "EventsConfig",
     "GatewayConfig",
+    "JwtConfig",
     "LimitsConfig",
     "RouteConfig",
     "ServerConfig",
@@ -245,6 +247,62 @@ class CorsConfig(_Model):
         return "*" in self.allow_origins
 
 
+_HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
+
+
+def _default_algorithms() -> list[JwtAlgorithm]:
+    return ["HS256"]
+
+
+class JwtConfig(_Model):
+    algorithms: list[JwtAlgorithm] = Field(default_factory=_default_algorithms, min_length=1)
+    secret: str | None = None
+    """The shared secret for HS* (from the environment: ``${JWT_SECRET}``)."""
+    public_key: str | None = None
+    """The PEM public key for RS*/ES*."""
+    audience: str | list[str] | None = None
+    issuer: str | None = None
+    leeway: float = Field(30, ge=0)
+    """Seconds of clock skew allowed on ``exp`` and ``nbf``."""
+    require_exp: bool = True
+
+    @model_validator(mode="after")
+    def _one_key_for_one_family(self) -> JwtConfig:
+        # Mixing families lets a token signed with HMAC over the public key pass as RS256: the
+        # classic algorithm confusion. One family, and the key that belongs to it.
+        hmac = {a in _HMAC_ALGORITHMS for a in self.algorithms}
+        if len(hmac) > 1:
+            raise ValueError("algorithms: HS* and RS*/ES* cannot be mixed")
+        if hmac == {True} and not self.secret:
+            raise ValueError("HS* algorithms need 'secret'")
+        if hmac == {False} and not self.public_key:
+            raise ValueError("RS*/ES* algorithms need 'public_key'")
+        if self.secret and self.public_key:
+            raise ValueError("give 'secret' (HS*) or 'public_key' (RS*/ES*), not both")
+        return self
+
+
+class AuthConfig(_Model):
+    header: HeaderName | None = "Authorization"
+    """Where to look first; ``Authorization`` is read as ``Bearer <token>``."""
+    cookie: str | None = None
+    query_param: str | None = None
+    """For EventSource, which cannot send headers; removed before the body is built."""
+    api_keys: list[str] = Field(default_factory=list)
+    jwt: JwtConfig | None = None
+
+    @model_validator(mode="after")
+    def _something_to_check_somewhere_to_look(self) -> AuthConfig:
+        if not self.api_keys and self.jwt is None:
+            raise ValueError("give 'api_keys' or 'jwt' (or both)")
+        if any(len(key) < 8 for key in self.api_keys):
+            raise ValueError("api_keys: each key needs at least 8 characters (is one unset?)")
+        if self.header is None and self.cookie is None and self.query_param is None:
+            raise ValueError("give at least one of 'header', 'cookie', 'query_param'")
+        return self
+
+
 Framing = Literal["auto", "ndjson", "json-seq", "sse", "json"]
 Method = Literal["GET", "POST"]
 _ALL_METHODS: Final[tuple[Method, ...]] = ("GET", "POST")
@@ -265,6 +323,8 @@ class RouteConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cors: CorsConfig | None = None
     """Cross-origin browsers allowed to open this route; without it, same-origin pages only."""
+    auth: AuthConfig | None = None
+    """A credential every request must carry (401 before any upstream request otherwise)."""
 
     @field_validator("path")
     @classmethod

@@ -17,6 +17,7 @@ clients can branch on it without parsing English.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -86,15 +87,15 @@ class HTTPFailure(GatewayError):
         message: str,
         *,
         upstream_status: int | None = None,
-        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.upstream_status = upstream_status
-        self.retry_after = retry_after
-        """Seconds, for a 503 the client should retry (sent as ``Retry-After``)."""
+        self.headers = dict(headers or {})
+        """Sent with the JSON error: ``Retry-After`` for a 503, ``WWW-Authenticate`` for a 401."""
 
 
 class BadRequest(HTTPFailure):

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 import aiohttp
@@ -105,7 +105,11 @@ async def _open_and_relay(
     route: RouteConfig, request: web.Request, stream: OpenStream, record: StreamRecord | None
 ) -> web.StreamResponse:
     tap = request.app[CONFIG].server.console_enabled and CONSOLE_TAP_PARAM in request.query
-    body = await _client_body(request, route, drop=CONSOLE_TAP_PARAM if tap else None)
+    # Query parameters that are the gateway's, never the upstream's.
+    drop = {CONSOLE_TAP_PARAM} if tap else set()
+    if route.auth is not None and route.auth.query_param is not None:
+        drop.add(route.auth.query_param)
+    body = await _client_body(request, route, drop)
     url = fill_upstream_url(
         route.upstream, request.match_info, _self_origin(request), route.multi_segment_variables
     )
@@ -301,15 +305,15 @@ def _stream_failure(
 
 
 async def _client_body(
-    request: web.Request, route: RouteConfig, drop: str | None
+    request: web.Request, route: RouteConfig, drop: Collection[str]
 ) -> dict[str, object]:
     """The upstream body: the client's fields (less the query parameter ``drop``) over the route's
     defaults, with ``Last-Event-ID`` where the route wants it."""
     limit = route.limits.max_body_bytes
     if request.method == "GET":
         query = request.query
-        if drop is not None:
-            query = MultiDictProxy(MultiDict((k, v) for k, v in query.items() if k != drop))
+        if drop:
+            query = MultiDictProxy(MultiDict((k, v) for k, v in query.items() if k not in drop))
         fields = body_from_query(query, route.body.query_param, limit)
     else:
         fields = body_from_json(await _read_limited(request, limit))
@@ -359,8 +363,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             error["upstream_status"] = exc.upstream_status
             if record is not None:
                 record.upstream_status = exc.upstream_status
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return web.json_response({"error": error}, status=exc.status, headers=headers, dumps=_dumps)
+        return web.json_response(
+            {"error": error}, status=exc.status, headers=exc.headers, dumps=_dumps
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -98,9 +98,11 @@ def shutting_down() -> HTTPFailure:
         503,
         "shutting_down",
         "this gateway is shutting down; retry, and another replica will answer",
-        retry_after=RETRY_AFTER_SECONDS,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
 def _too_many(message: str) -> HTTPFailure:
-    return HTTPFailure(503, "too_many_streams", message, retry_after=RETRY_AFTER_SECONDS)
+    return HTTPFailure(
+        503, "too_many_streams", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )

@@ -1,0 +1,271 @@
+"""Inbound auth: where the credential is found, API keys and JWTs (PyJWT), and over real sockets a
+401 JSON before any upstream request, the query credential never forwarded nor logged."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp import web
+from conftest import ndjson_handler, parse_events
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from proxy import parse_config
+from proxy.auth import Authenticator, Unauthorized, find_credential
+from proxy.config import AuthConfig
+from proxy.errors import ConfigError
+
+KEY = "k-0123456789abcdef"
+SECRET = "s3cret-for-hs256-that-is-long-enough!"
+
+
+def hs256(claims: dict[str, Any], secret: str = SECRET, **headers: Any) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256", headers=headers or None)
+
+
+def future(seconds: int = 300) -> int:
+    return int(time.time()) + seconds
+
+
+# -- where the credential comes from ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookies", "query", "found"),
+    [
+        pytest.param({"Authorization": "Bearer abc"}, {}, {}, "abc", id="bearer"),
+        pytest.param({"Authorization": "bearer  abc "}, {}, {}, "abc", id="bearer-any-case"),
+        pytest.param({"Authorization": "Basic abc"}, {}, {}, "", id="other-scheme-is-empty"),
+        pytest.param({}, {"sid": "c"}, {"token": "q"}, "c", id="cookie-before-query"),
+        pytest.param({}, {}, {"token": "q"}, "q", id="query"),
+        pytest.param({"Authorization": "Bearer h"}, {"sid": "c"}, {}, "h", id="header-first"),
+        pytest.param({}, {}, {}, None, id="none"),
+    ],
+)
+def test_credential_is_taken_from_header_then_cookie_then_query(headers, cookies, query, found):
+    auth = AuthConfig(api_keys=[KEY], cookie="sid", query_param="token")
+    assert find_credential(auth, headers, cookies, query) == found
+
+
+def test_a_custom_header_is_read_whole():
+    auth = AuthConfig(api_keys=[KEY], header="X-Api-Key")
+    assert find_credential(auth, {"X-Api-Key": " abc "}, {}, {}) == "abc"
+
+
+# -- what is accepted ------------------------------------------------------------------------------
+
+
+def check(auth: AuthConfig, credential: str | None) -> str | None:
+    """None when accepted, else the 401 message."""
+    try:
+        Authenticator(auth).check(credential)
+    except Unauthorized as exc:
+        refused = exc
+    else:
+        return None
+    assert (refused.status, refused.code) == (401, "unauthorized")
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    return refused.message
+
+
+def test_api_keys_accept_any_listed_key_and_nothing_else():
+    auth = AuthConfig(api_keys=[KEY, "other-key-9876"], query_param="token")
+    assert check(auth, KEY) is None
+    assert check(auth, "other-key-9876") is None
+    assert check(auth, KEY + "x") == "the credential is not valid"
+    assert check(auth, KEY[:-1]) == "the credential is not valid"
+    assert check(auth, "") == (
+        "this route needs a credential in the Authorization header or the query parameter 'token'"
+    )
+    assert check(auth, None) is not None
+
+
+HS = {"algorithms": ["HS256"], "secret": SECRET, "audience": "chat", "issuer": "idp"}
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        pytest.param(hs256({"exp": future(), "aud": "chat", "iss": "idp"}), None, id="valid"),
+        pytest.param(
+            hs256({"exp": future(-100), "aud": "chat", "iss": "idp"}),
+            "the token has expired",
+            id="expired",
+        ),
+        pytest.param(
+            hs256({"exp": future(-10), "aud": "chat", "iss": "idp"}), None, id="within-leeway"
+        ),
+        pytest.param(
+            hs256({"exp": future(), "aud": "other", "iss": "idp"}),
+            "the token is not for this audience",
+            id="wrong-audience",
+        ),
+        pytest.param(
+            hs256({"exp": future(), "aud": "chat", "iss": "evil"}),
+            "the token is from another issuer",
+            id="wrong-issuer",
+        ),
+        pytest.param(
+            hs256({"aud": "chat", "iss": "idp"}), "the token has no 'exp' claim", id="no-exp"
+        ),
+        pytest.param(
+            hs256(
+                {"exp": future(), "aud": "chat", "iss": "idp"},
+                secret="another-secret-0000000000000000000",
+            ),
+            "the credential is not valid",
+            id="wrong-signature",
+        ),
+        pytest.param(
+            jwt.encode({"exp": future(), "aud": "chat", "iss": "idp"}, None, algorithm="none"),
+            "the credential is not valid",
+            id="alg-none",
+        ),
+        pytest.param("not.a.jwt", "the credential is not valid", id="garbage"),
+    ],
+)
+def test_hs256_tokens(token, message):
+    assert check(AuthConfig(jwt=HS), token) == message
+
+
+def test_rs256_tokens_verify_with_the_public_key_only():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    auth = AuthConfig(jwt={"algorithms": ["RS256"], "public_key": public_pem, "audience": "chat"})
+    good = jwt.encode({"exp": future(), "aud": "chat"}, private, algorithm="RS256")
+    assert check(auth, good) is None
+    # Algorithm confusion: HMAC over the public key must not pass as a signature.
+    forged = jwt.encode({"exp": future(), "aud": "chat"}, SECRET, algorithm="HS256")
+    assert check(auth, forged) == "the credential is not valid"
+
+
+def test_keys_and_jwt_together_accept_either():
+    auth = AuthConfig(api_keys=[KEY], jwt={"secret": SECRET})
+    assert check(auth, KEY) is None
+    assert check(auth, hs256({"exp": future()})) is None
+    assert check(auth, "neither-of-them") == "the credential is not valid"
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ("{header: X-Key}", "routes[0].auth: give 'api_keys' or 'jwt' (or both)"),
+        ("{api_keys: ['']}", "routes[0].auth: api_keys: each key needs at least 8 characters"),
+        ("{api_keys: [abcdefgh], header: null}", "routes[0].auth: give at least one of"),
+        ("{jwt: {algorithms: [HS256, RS256], secret: x}}", "routes[0].auth.jwt: algorithms: HS*"),
+        ("{jwt: {algorithms: [RS256], secret: x}}", "routes[0].auth.jwt: RS*/ES* algorithms need"),
+        ("{jwt: {algorithms: [HS256]}}", "routes[0].auth.jwt: HS* algorithms need 'secret'"),
+        ("{jwt: {secret: x, algorithms: [none]}}", "routes[0].auth.jwt.algorithms[0]: Input"),
+    ],
+)
+def test_bad_auth_config_is_one_line_naming_the_key(auth, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"routes: [{{path: /a, upstream: 'http://u/', auth: {auth}}}]")
+    assert str(caught.value).startswith(message)
+
+
+def test_an_unset_key_variable_is_a_config_error_not_an_open_route():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            "routes: [{path: /a, upstream: 'http://u/', auth: {api_keys: ['${CHAT_KEY}']}}]",
+            environ={},
+        )
+    assert "CHAT_KEY is not set" in str(caught.value)
+
+
+# -- over real sockets -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def guarded(start_upstream, start_gateway):
+    seen: list[dict[str, Any]] = []
+
+    async def upstream_handler(request: web.Request) -> web.StreamResponse:
+        headers = {str(name): value for name, value in request.headers.items()}
+        seen.append({"headers": headers, "body": orjson.loads(await request.read())})
+        return await ndjson_handler([b'{"n": 1}\n'])(request)
+
+    upstream = await start_upstream({"/chat": upstream_handler})
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/chat",
+                "upstream": upstream + "/chat",
+                "auth": {
+                    "api_keys": ["${CHAT_KEY}"],
+                    "cookie": "sid",
+                    "query_param": "access_token",
+                    "jwt": {"secret": SECRET, "audience": "chat"},
+                },
+                "cors": {"allow_origins": ["http://app.test"]},
+            }
+        ],
+        environ={"CHAT_KEY": KEY},
+    )
+    return gateway, seen
+
+
+async def test_missing_or_wrong_credential_is_401_json_before_any_upstream_request(guarded, http):
+    gateway, seen = guarded
+    for headers, query in [
+        ({}, ""),
+        ({"Authorization": "Bearer nope"}, ""),
+        ({}, "?access_token=x"),
+    ]:
+        async with http.get(f"{gateway}/chat{query}", headers=headers) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == 'Bearer realm="proxy"'
+            error = (await response.json())["error"]
+            assert error["code"] == "unauthorized"
+    assert seen == []
+
+
+async def test_a_401_reaches_an_allowed_cross_origin_page_readably(guarded, http):
+    gateway, _ = guarded
+    async with http.get(f"{gateway}/chat", headers={"Origin": "http://app.test"}) as response:
+        assert response.status == 401
+        assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+
+
+async def test_key_from_header_cookie_or_query_and_a_jwt_each_open_the_stream(guarded, http):
+    gateway, seen = guarded
+    token = hs256({"exp": future(), "aud": "chat"})
+    attempts = [
+        ("", {"Authorization": f"Bearer {KEY}"}),
+        ("", {"Cookie": f"sid={KEY}"}),
+        (f"?access_token={KEY}&q=1", {}),
+        (f"?access_token={token}", {}),
+    ]
+    for query, headers in attempts:
+        async with http.get(f"{gateway}/chat{query}", headers=headers) as response:
+            assert response.status == 200
+            assert [e.data for e in parse_events(await response.read())] == ['{"n": 1}', ""]
+    # The credential is the gateway's: never forwarded, in the body or in headers.
+    assert [request["body"] for request in seen] == [{}, {}, {"q": "1"}, {}]
+    for request in seen:
+        assert KEY not in orjson.dumps(request).decode()
+        assert "Authorization" not in request["headers"]
+
+
+async def test_the_credential_never_appears_in_the_access_log(guarded, http, caplog):
+    gateway, _ = guarded
+    with caplog.at_level("INFO", logger="proxy"):
+        async with http.get(f"{gateway}/chat?access_token={KEY}") as response:
+            await response.read()
+        async with http.get(f"{gateway}/chat?access_token=wrong-{KEY}") as response:
+            assert response.status == 401
+    lines = [
+        r.getMessage() + orjson.dumps(r.stream.as_fields()).decode()
+        for r in caplog.records
+        if hasattr(r, "stream")
+    ]
+    assert len(lines) == 2
+    assert not [line for line in lines if KEY in line]
