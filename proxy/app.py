@@ -8,6 +8,7 @@ number of apps can run in one process (the test suite runs many).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -56,7 +57,7 @@ def create_app(config: GatewayConfig) -> web.Application:
 
 async def _healthz(request: web.Request) -> web.Response:
     """The process is up and serving (for container health checks)."""
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _readyz(request: web.Request) -> web.Response:

@@ -7,29 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from aiohttp import web
-
-from .app import STREAMS, create_app, make_runner
-from .config import CONSOLE_PATH, GatewayConfig, load_config, upstream_config
+from .config import GatewayConfig, load_config, upstream_config
 from .errors import ConfigError
 from .logs import configure_logging
+from .server import serve
+from .workers import run_workers
 
-__all__ = ["main", "serve"]
-
-log = logging.getLogger("proxy")
+__all__ = ["main"]
 
 BUNDLED_CONFIG: Final = Path(__file__).resolve().parent.parent / "config.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.upstream and args.demo:
         parser.error("--upstream and --demo are two different gateways: choose one")
@@ -38,22 +34,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.header and not args.upstream:
         parser.error("--header is for --upstream; a config file has headers: per route")
     source = args.upstream or args.config or BUNDLED_CONFIG
-    try:
+
+    def load() -> GatewayConfig:
         if args.upstream:
             config = upstream_config(args.upstream, dict(args.header))
         else:
             config = load_config(args.config or BUNDLED_CONFIG)
             if args.demo:
                 config = config.with_overrides(demo=True, mode="dev")
-        config = config.with_overrides(
+        return config.with_overrides(
             host=args.host, port=args.port, mode=args.mode, log_format=args.log_format
         )
+
+    try:
+        config = load()
     except ConfigError as exc:
         print(f"proxy: error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
         print(f"proxy: {source}: ok ({len(config.routes)} routes)")
         return 0
+    if args.workers > 1:
+        return run_workers(config, argv, args.workers)
     configure_logging(config.server.effective_log_format, args.log_level)
     try:
         run = _loop_runner(args.loop)
@@ -61,7 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("proxy: error: --loop uvloop needs uvloop: pip install uvloop", file=sys.stderr)
         return 2
     try:
-        run(serve(config))
+        run(
+            serve(
+                config,
+                None if args.upstream else load,
+                reuse_port=args.reuse_port,
+                announce=not args.no_announce,
+            )
+        )
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"
         print(f"proxy: error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
@@ -75,39 +84,6 @@ def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
 
         return uvloop.run
     return asyncio.run
-
-
-async def serve(config: GatewayConfig) -> None:
-    """Run the gateway until SIGINT or SIGTERM, then drain: ``/readyz`` fails, new streams get
-    503, open streams get a ``shutting_down`` event, and the process exits within
-    ``server.drain_seconds``."""
-    app = create_app(config)
-    runner = make_runner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
-        await site.start()
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-            print(f"proxy: listening on {origin} ({len(config.routes)} routes)", flush=True)
-            if config.server.console_enabled:
-                print(f"proxy: stream console at {origin}{CONSOLE_PATH}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        streams = app[STREAMS]
-        log.info("draining: %d open streams told shutting_down", streams.drain())
-        if not await streams.wait_idle(config.server.drain_seconds):
-            log.warning(
-                "drain: %d streams still open after %s s; closing them",
-                streams.open_streams(),
-                config.server.drain_seconds,
-            )
-    finally:
-        await runner.cleanup()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,6 +133,15 @@ def _parser() -> argparse.ArgumentParser:
         help="one line per stream, readable (dev) or JSON; default: by mode",
     )
     parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="run N processes on one port (SO_REUSEPORT); default 1",
+    )
+    # Set by --workers for each worker it starts.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-announce", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--loop",
         default="asyncio",
         choices=["asyncio", "uvloop"],
@@ -176,6 +161,16 @@ def _header(text: str) -> tuple[str, str]:
     if not colon or not name.strip():
         raise argparse.ArgumentTypeError(f"not 'Name: value': {text!r}")
     return name.strip(), value.strip()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
 
 
 def _port(text: str) -> int:

@@ -1,0 +1,155 @@
+"""The running server: one listening socket, configuration generations, reload and drain.
+
+Strategy: the socket belongs to a *front* runner whose aiohttp ``Server`` hands every request to
+the current *generation*: an app built from one configuration, set up by its own (siteless)
+runner. SIGHUP loads the configuration again; a bad one is refused with the same one-line error
+as at start-up and the current generation keeps serving. A good one becomes current for every new
+request, keep-alive connections included, while the streams the old one has open go on untouched;
+the old generation is cleaned up (its client session closed) once its last stream has ended.
+
+SIGTERM (or SIGINT) drains every generation: ``/readyz`` fails, new streams get 503, open streams
+get a ``shutting_down`` event, and the process exits within ``server.drain_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .app import STREAMS, create_app, make_runner
+from .config import CONSOLE_PATH, GatewayConfig
+from .errors import ConfigError
+
+__all__ = ["serve"]
+
+log = logging.getLogger("proxy")
+
+
+class _Generation:
+    def __init__(self, config: GatewayConfig, runner: web.AppRunner) -> None:
+        self.config = config
+        self.runner = runner
+        assert runner.server is not None
+        self.handle = runner.server.request_handler
+
+    @classmethod
+    async def start(cls, config: GatewayConfig) -> _Generation:
+        runner = make_runner(create_app(config))
+        await runner.setup()  # the app's startup: its client session; no site, no socket
+        return cls(config, runner)
+
+    @property
+    def streams(self) -> int:
+        return self.runner.app[STREAMS].open_streams()
+
+    async def retire(self) -> None:
+        """Clean up once the streams opened on this generation have ended."""
+        await self.runner.app[STREAMS].wait_idle(float("inf"))
+        await self.runner.cleanup()
+
+
+async def serve(
+    config: GatewayConfig,
+    reload: Callable[[], GatewayConfig] | None = None,
+    *,
+    reuse_port: bool = False,
+    announce: bool = True,
+) -> None:
+    """Run until SIGINT or SIGTERM; on SIGHUP, ``reload()`` gives the next configuration."""
+    current = await _Generation.start(config)
+    retiring: dict[asyncio.Task[None], _Generation] = {}
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        return await current.handle(request)
+
+    front = make_runner(web.Application())
+    await front.setup()
+    assert front.server is not None
+    # The one indirection that makes reload possible: aiohttp's Server calls request_handler
+    # for every request, on new and keep-alive connections alike.
+    front.server.request_handler = dispatch
+    try:
+        site = web.TCPSite(
+            front, config.server.host, config.server.port, reuse_port=reuse_port or None
+        )
+        await site.start()
+        if announce:
+            _announce(front, config)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        hangup = asyncio.Event()
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, hangup.set)
+        while True:
+            stopped, hung_up = asyncio.create_task(stop.wait()), asyncio.create_task(hangup.wait())
+            await asyncio.wait({stopped, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            hung_up.cancel()
+            if stop.is_set():
+                break
+            hangup.clear()
+            assert reload is not None
+            upcoming = await _reloaded(reload, current.config)
+            if upcoming is None:
+                continue
+            previous, current = current, await _Generation.start(upcoming)
+            log.info(
+                "reloaded: %d routes; %d streams go on on the previous configuration",
+                len(upcoming.routes),
+                previous.streams,
+            )
+            task = asyncio.create_task(previous.retire())
+            retiring[task] = previous
+            task.add_done_callback(retiring.pop)
+        await _drain([current.runner, *(g.runner for g in retiring.values())], config)
+    finally:
+        await front.cleanup()
+        for task, generation in list(retiring.items()):
+            task.cancel()
+            await generation.runner.cleanup()
+        await current.runner.cleanup()
+
+
+async def _reloaded(
+    reload: Callable[[], GatewayConfig], running: GatewayConfig
+) -> GatewayConfig | None:
+    try:
+        upcoming = reload()
+    except ConfigError as exc:
+        # The same line as at start-up (on stderr), and the running configuration stays.
+        print(f"proxy: error: {exc}", file=sys.stderr, flush=True)
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return None
+    if (upcoming.server.host, upcoming.server.port) != (running.server.host, running.server.port):
+        log.warning("reload: a new host or port takes a restart; still listening on the old one")
+    return upcoming
+
+
+async def _drain(runners: list[web.AppRunner], config: GatewayConfig) -> None:
+    registries = [runner.app[STREAMS] for runner in runners]
+    told = sum(registry.drain() for registry in registries)
+    log.info("draining: %d open streams told shutting_down", told)
+    waits = [registry.wait_idle(config.server.drain_seconds) for registry in registries]
+    if not all(await asyncio.gather(*waits)):
+        left = sum(registry.open_streams() for registry in registries)
+        log.warning(
+            "drain: %d streams still open after %s s; closing them",
+            left,
+            config.server.drain_seconds,
+        )
+
+
+def _announce(front: web.AppRunner, config: GatewayConfig) -> None:
+    for address in front.addresses:
+        host, port = address[0], address[1]
+        origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        print(f"proxy: listening on {origin} ({len(config.routes)} routes)", flush=True)
+        if config.server.console_enabled:
+            print(f"proxy: stream console at {origin}{CONSOLE_PATH}", flush=True)
