@@ -22,6 +22,7 @@ from .demo import add_demo_routes
 from .handlers import CLIENT_SESSION, CONFIG, STREAMS, json_errors, stream_handler
 from .logs import access_log
 from .metrics import GatewayMetrics
+from .resume import REPLAY_STORES, ReplayStore, open_store
 from .streams import StreamRegistry
 
 __all__ = ["CONFIG", "STREAMS", "create_app", "make_runner"]
@@ -35,6 +36,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app[STREAMS] = streams
     app.cleanup_ctx.append(_client_session)
+    app.cleanup_ctx.append(_replay_stores)
     app.on_response_prepare.append(apply_cors_headers)
     # The gateway's own paths first: the router tries resources in order, and a route such as
     # --upstream's /{tail:.+} would otherwise take them.
@@ -76,6 +78,20 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
         app[CLIENT_SESSION] = session
         yield
+
+
+async def _replay_stores(app: web.Application) -> AsyncIterator[None]:
+    """The replay store of each resumable route; at cleanup, producers stop before stores close."""
+    stores: dict[str, ReplayStore] = {}
+    for route in app[CONFIG].routes:
+        if route.resume is not None:
+            resume = route.resume
+            stores[route.path] = open_store(resume.store, resume.max_events, resume.ttl)
+    app[REPLAY_STORES] = stores
+    yield
+    await app[STREAMS].close_producers()
+    for store in stores.values():
+        await store.close()
 
 
 def make_runner(app: web.Application) -> web.AppRunner:

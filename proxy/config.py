@@ -42,6 +42,7 @@ __all__ = [
     "GatewayConfig",
     "JwtConfig",
     "LimitsConfig",
+    "ResumeConfig",
     "RouteConfig",
     "ServerConfig",
     "TimeoutsConfig",
@@ -303,6 +304,24 @@ class AuthConfig(_Model):
         return self
 
 
+class ResumeConfig(_Model):
+    store: str = "memory"
+    """``memory`` (this process) or a Redis URL (``redis://host:6379/0``) shared by replicas."""
+    max_events: int = Field(1000, ge=1)
+    """Events kept per stream (the oldest go first)."""
+    ttl: float = Field(300, gt=0)
+    """Seconds a stream is kept after its last event."""
+    linger: float = Field(30, gt=0)
+    """Seconds the upstream is still read with no client attached, waiting for a reconnect."""
+
+    @field_validator("store")
+    @classmethod
+    def _memory_or_redis(cls, store: str) -> str:
+        if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be 'memory' or a Redis URL such as redis://127.0.0.1:6379/0")
+        return store
+
+
 Framing = Literal["auto", "ndjson", "json-seq", "sse", "json"]
 Method = Literal["GET", "POST"]
 _ALL_METHODS: Final[tuple[Method, ...]] = ("GET", "POST")
@@ -325,6 +344,9 @@ class RouteConfig(_Model):
     """Cross-origin browsers allowed to open this route; without it, same-origin pages only."""
     auth: AuthConfig | None = None
     """A credential every request must carry (401 before any upstream request otherwise)."""
+    resume: ResumeConfig | None = None
+    """Keep each stream's events so a reconnecting client resumes without a second upstream
+    request (ids become ``<stream key>-<n>``)."""
 
     @field_validator("path")
     @classmethod
@@ -364,6 +386,14 @@ class RouteConfig(_Model):
             if name.lower() in HOP_BY_HOP_HEADERS:
                 raise ValueError(f"{name} is a hop-by-hop header and is never forwarded")
         return names
+
+    @model_validator(mode="after")
+    def _resume_numbers_the_events(self) -> RouteConfig:
+        if self.resume is not None and self.events.id != "sequence":
+            raise ValueError(
+                "resume needs events.id: sequence (the gateway numbers the events it keeps)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _upstream_uses_path_variables(self) -> RouteConfig:

@@ -32,7 +32,15 @@ from .console.tap import TappedConverter
 from .convert import StreamConverter, body_decoder
 from .errors import BadRequest, HTTPFailure, StreamError, UpstreamFailure
 from .logs import STREAM_RECORD, StreamRecord
-from .streams import OpenStream, StreamRegistry, shutting_down
+from .respond import (
+    SSE_HEADERS,
+    ClientGone,
+    CountingResponse,
+    send,
+    stream_failure,
+)
+from .resume import REPLAY_STORES, Producer, new_stream_key, parse_resume_id, read_stream
+from .streams import OpenStream, StreamRegistry
 from .upstream import (
     body_from_json,
     body_from_query,
@@ -59,29 +67,6 @@ log = logging.getLogger("proxy")
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
 CONFIG: Final = web.AppKey("config", GatewayConfig)
 STREAMS: Final = web.AppKey("streams", StreamRegistry)
-
-# Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
-# honours X-Accel-Buffering). The stream is never compressed: compression buffers.
-SSE_HEADERS: Final = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-
-
-class _CountingResponse(web.StreamResponse):
-    """Counts the body bytes written (aiohttp's ``body_length`` is known only after the handler
-    returns, and includes no count for a stream cut short)."""
-
-    sent = 0
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await super().write(data)
-        self.sent += len(data)
-
-
-class _ClientGone(Exception):
-    """The client closed its connection; nothing more can be told to it."""
 
 
 def stream_handler(route: RouteConfig) -> Handler:
@@ -115,26 +100,76 @@ async def _open_and_relay(
     )
     if route.upstream_method == "GET":
         url = url.extend_query(query_from_body(body))
-    async with open_upstream(
-        request.app[CLIENT_SESSION],
-        route.upstream_method,
-        url,
-        body=None if route.upstream_method == "GET" else orjson.dumps(body),
-        headers=upstream_headers(route, request.headers),
-        timeouts=route.timeouts,
-        secrets=route.secrets,
-    ) as upstream:
+    resumable = (
+        route.resume is not None
+        and not tap
+        and not client_wants_ndjson(request.headers.get("Accept", ""))
+    )
+    if resumable:
+        store = request.app[REPLAY_STORES][route.path]
+        resumed = parse_resume_id(request.headers.get("Last-Event-ID"))
+        if resumed is not None:
+            key, after = resumed
+            batch = await store.read(key, after, 0)
+            if batch is not None:  # a stream we keep: no upstream request at all
+                if batch.finished and after >= batch.last:
+                    # Already whole: 204 is EventSource's "stop reconnecting", so a client that
+                    # missed the end event does not start a second (LLM) request.
+                    return web.Response(status=204)
+                return await read_stream(request, store, key, after, route, stream, record)
+    async with contextlib.AsyncExitStack() as upstream_scope:
+        upstream = await upstream_scope.enter_async_context(
+            open_upstream(
+                request.app[CLIENT_SESSION],
+                route.upstream_method,
+                url,
+                body=None if route.upstream_method == "GET" else orjson.dumps(body),
+                headers=upstream_headers(route, request.headers),
+                timeouts=route.timeouts,
+                secrets=route.secrets,
+            )
+        )
         stream.attach(upstream)
         if record is not None:
             record.upstream_status = upstream.status
         framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
         if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
             return await _relay_ndjson(request, upstream, route, stream, record)
+        if resumable:
+            # From here the upstream belongs to the producer, which outlives this request.
+            key = await _start_producer(request, route, upstream, framing, upstream_scope.pop_all())
+            return await read_stream(request, store, key, 0, route, stream, record)
         converter_class = TappedConverter if tap else StreamConverter
         converter = converter_class(
             route.events, last_event_id=request.headers.get("Last-Event-ID")
         )
         return await _relay_events(request, upstream, route, framing, converter, stream, record)
+
+
+async def _start_producer(
+    request: web.Request,
+    route: RouteConfig,
+    upstream: aiohttp.ClientResponse,
+    framing: str,
+    upstream_scope: contextlib.AsyncExitStack,
+) -> str:
+    """A new resumable stream: its key, with a producer reading the upstream into the store."""
+    assert route.resume is not None
+    store = request.app[REPLAY_STORES][route.path]
+    key = new_stream_key()
+    await store.create(key)
+    await store.touch_reader(key, route.resume.linger)
+    # The store's readers stamp the ids (<key>-<n>), so the producer's converter writes none.
+    converter = StreamConverter(route.events.model_copy(update={"id": "none"}))
+    decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
+    producer = Producer(store, key, route, upstream, decoder, converter)
+
+    async def produce() -> None:
+        async with upstream_scope:
+            await producer.run()
+
+    request.app[STREAMS].add_producer(producer, asyncio.create_task(produce()))
+    return key
 
 
 async def _relay_events(
@@ -146,27 +181,27 @@ async def _relay_events(
     stream: OpenStream,
     record: StreamRecord | None,
 ) -> web.StreamResponse:
-    response = _CountingResponse(headers=SSE_HEADERS)
+    response = CountingResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     first_sequence = converter.sequence
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
     outcome = "client_gone"  # unless we get further: a cancelled handler means the client left
     try:
-        await _send(response, converter.start())
+        await send(response, converter.start())
         async with asyncio.timeout(route.limits.max_duration) as deadline:
             await _pump(response, upstream, decoder.feed, route.events.heartbeat, record)
         if stream.stopping:
             raise aiohttp.ClientConnectionError("closed by the drain")
-        await _send(response, decoder.finish() + converter.end())
+        await send(response, decoder.finish() + converter.end())
         outcome = "eof" if converter.complete else "incomplete"
-    except _ClientGone:
+    except ClientGone:
         pass
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
-        code, message = _stream_failure(exc, route, stream, deadline.expired())
+        code, message = stream_failure(exc, route, stream, deadline.expired())
         output = exc.output if isinstance(exc, StreamError) else b""
         outcome = code
-        with contextlib.suppress(_ClientGone):
-            await _send(response, output + converter.error(code, message))
+        with contextlib.suppress(ClientGone):
+            await send(response, output + converter.error(code, message))
     finally:
         if record is not None:
             record.events = converter.sequence - first_sequence
@@ -184,7 +219,7 @@ async def _relay_ndjson(
 ) -> web.StreamResponse:
     """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
     NDJSON way (as Ollama does): a last line ``{"error": {...}}``."""
-    response = _CountingResponse(
+    response = CountingResponse(
         headers={
             **SSE_HEADERS,
             "Content-Type": upstream.headers.get("Content-Type", "application/x-ndjson"),
@@ -205,14 +240,14 @@ async def _relay_ndjson(
         if stream.stopping:
             raise aiohttp.ClientConnectionError("closed by the drain")
         outcome = "eof"
-    except _ClientGone:
+    except ClientGone:
         pass
     except (aiohttp.ClientError, TimeoutError) as exc:
-        code, message = _stream_failure(exc, route, stream, deadline.expired())
+        code, message = stream_failure(exc, route, stream, deadline.expired())
         outcome = code
         line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"
-        with contextlib.suppress(_ClientGone):
-            await _send(response, line if last_byte == b"\n" else b"\n" + line)
+        with contextlib.suppress(ClientGone):
+            await send(response, line if last_byte == b"\n" else b"\n" + line)
     finally:
         if record is not None:
             record.bytes = response.sent
@@ -239,7 +274,7 @@ async def _pump(
         convert = _noting_first_output(convert, record)
     if not heartbeat:
         while chunk := await content.readany():
-            await _send(response, convert(chunk))
+            await send(response, convert(chunk))
         return
     loop = asyncio.get_running_loop()
     last_write = loop.time()
@@ -249,7 +284,7 @@ async def _pump(
                 while chunk := await content.readany():
                     output = convert(chunk)
                     if output:
-                        await _send(response, output)
+                        await send(response, output)
                         last_write = loop.time()
                 return
         except TimeoutError:
@@ -257,7 +292,7 @@ async def _pump(
                 raise  # the upstream's own read timeout, not our heartbeat
         # A timer may fire a clock tick early; a millisecond of slack avoids a needless re-arm.
         if loop.time() - last_write >= heartbeat - 0.001:
-            await _send(response, StreamConverter.heartbeat())
+            await send(response, StreamConverter.heartbeat())
             last_write = loop.time()
 
 
@@ -274,34 +309,6 @@ def _noting_first_output(
         return output
 
     return noting
-
-
-async def _send(response: web.StreamResponse, data: bytes) -> None:
-    if not data:
-        return
-    try:
-        await response.write(data)
-    except ConnectionResetError as exc:
-        raise _ClientGone from exc
-
-
-def _stream_failure(
-    exc: BaseException, route: RouteConfig, stream: OpenStream, out_of_time: bool
-) -> tuple[str, str]:
-    """The ``code`` and ``message`` of the error event for a failure after the stream started."""
-    if stream.stopping:  # the drain closed the upstream: that is the reason, not the error
-        return shutting_down().code, shutting_down().message
-    if out_of_time:
-        return "max_duration", f"the stream reached its maximum of {route.limits.max_duration} s"
-    if isinstance(exc, StreamError):
-        return exc.code, str(exc)
-    if isinstance(exc, TimeoutError):
-        return "upstream_timeout", f"the upstream sent nothing for {route.timeouts.read} s"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        # aiohttp's text ("Response payload is not completed: <TransferEncodingError: 400, ...")
-        # shows a parser status that looks like an HTTP one; say what happened instead.
-        return "upstream_closed", "the upstream connection closed before the body was complete"
-    return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
 
 
 async def _client_body(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 
@@ -44,10 +44,16 @@ class OpenStream:
             self._upstream.close()
 
 
+class Stoppable(Protocol):
+    def stop(self, code: str, message: str) -> None: ...
+
+
 class StreamRegistry:
     def __init__(self, max_streams: int | None) -> None:
         self._max_streams = max_streams
         self._open: set[OpenStream] = set()
+        # Producers of resumable streams: they outlive the request that started them.
+        self._producers: dict[asyncio.Task[None], Stoppable] = {}
         self._per_route: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -75,13 +81,29 @@ class StreamRegistry:
     def open_streams(self, route: str | None = None) -> int:
         return len(self._open) if route is None else self._per_route[route]
 
+    def add_producer(self, producer: Stoppable, task: asyncio.Task[None]) -> None:
+        self._producers[task] = producer
+        task.add_done_callback(self._producers.pop)
+
     def drain(self) -> int:
         """Refuse new streams and stop the open ones; the number stopped."""
         self.draining = True
+        for producer in self._producers.values():
+            producer.stop(shutting_down().code, shutting_down().message)
         stopping = list(self._open)
         for stream in stopping:
             stream.stop()
         return len(stopping)
+
+    async def close_producers(self) -> None:
+        """At the app's cleanup: every producer stopped and awaited."""
+        for producer in self._producers.values():
+            producer.stop(shutting_down().code, shutting_down().message)
+        tasks = list(self._producers)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            task.cancel()
 
     async def wait_idle(self, within: float) -> bool:
         """True once no stream is open, False if ``within`` seconds pass first."""

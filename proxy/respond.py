@@ -1,0 +1,67 @@
+"""Writing to the client, shared by the plain relay and the resumable one: the event-stream
+headers, a response that counts what it sent, a write that turns a vanished client into
+:class:`ClientGone`, and the ``code``/``message`` of a failure told in-band."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from .config import RouteConfig
+from .errors import StreamError
+from .streams import OpenStream, shutting_down
+
+__all__ = ["SSE_HEADERS", "ClientGone", "CountingResponse", "send", "stream_failure"]
+
+# Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
+# honours X-Accel-Buffering). The stream is never compressed: compression buffers.
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class CountingResponse(web.StreamResponse):
+    """Counts the body bytes written (aiohttp's ``body_length`` is known only after the handler
+    returns, and includes no count for a stream cut short)."""
+
+    sent = 0
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await super().write(data)
+        self.sent += len(data)
+
+
+class ClientGone(Exception):
+    """The client closed its connection; nothing more can be told to it."""
+
+
+async def send(response: web.StreamResponse, data: bytes) -> None:
+    if not data:
+        return
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:
+        raise ClientGone from exc
+
+
+def stream_failure(
+    exc: BaseException, route: RouteConfig, stream: OpenStream, out_of_time: bool
+) -> tuple[str, str]:
+    """The ``code`` and ``message`` of the error event for a failure after the stream started."""
+    if stream.stopping:  # the drain closed the upstream: that is the reason, not the error
+        return shutting_down().code, shutting_down().message
+    if out_of_time:
+        return "max_duration", f"the stream reached its maximum of {route.limits.max_duration} s"
+    if isinstance(exc, StreamError):
+        return exc.code, str(exc)
+    if isinstance(exc, TimeoutError):
+        return "upstream_timeout", f"the upstream sent nothing for {route.timeouts.read} s"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        # aiohttp's text ("Response payload is not completed: <TransferEncodingError: 400, ...")
+        # shows a parser status that looks like an HTTP one; say what happened instead.
+        return "upstream_closed", "the upstream connection closed before the body was complete"
+    return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
