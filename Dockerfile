@@ -22,4 +22,7 @@ USER gateway
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
-CMD ["/app/.venv/bin/python", "-m", "proxy", "--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "8080", "--mode", "production"]
+# The arguments are the CMD, so `docker run IMAGE --workers 2 ...` or a Kubernetes `args:`
+# replaces just them.
+ENTRYPOINT ["/app/.venv/bin/python", "-m", "proxy"]
+CMD ["--config", "/app/config.yaml", "--host", "0.0.0.0", "--port", "8080", "--mode", "production"]
