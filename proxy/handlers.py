@@ -79,7 +79,7 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
     if record is not None:
         record.route = route.path
     registry = request.app[STREAMS]
-    stream = registry.admit(route.path, route.limits.max_streams)
+    stream = registry.admit(route.path, route.limits.max_streams, request.transport)
     try:
         return await _open_and_relay(route, request, stream, record)
     finally:

@@ -25,12 +25,13 @@ RETRY_AFTER_SECONDS: Final = 1
 
 
 class OpenStream:
-    __slots__ = ("_upstream", "route", "stopping")
+    __slots__ = ("_client", "_upstream", "route", "stopping")
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, client: asyncio.BaseTransport | None = None) -> None:
         self.route = route
         self.stopping = False
         self._upstream: aiohttp.ClientResponse | None = None
+        self._client = client
 
     def attach(self, upstream: aiohttp.ClientResponse) -> None:
         """The upstream response to close if the gateway drains before the stream ends."""
@@ -42,6 +43,12 @@ class OpenStream:
         self.stopping = True
         if self._upstream is not None:
             self._upstream.close()
+
+    def abort(self) -> None:
+        """Cut the client's connection: a handler blocked on a client that does not read is
+        freed at once (its write fails), instead of waiting out the server's own shutdown."""
+        if self._client is not None:
+            self._client.abort()  # type: ignore[attr-defined]
 
 
 class Stoppable(Protocol):
@@ -59,14 +66,16 @@ class StreamRegistry:
         self._idle.set()
         self.draining = False
 
-    def admit(self, route: str, route_max: int | None) -> OpenStream:
+    def admit(
+        self, route: str, route_max: int | None, client: asyncio.BaseTransport | None = None
+    ) -> OpenStream:
         if self.draining:
             raise shutting_down()
         if self._max_streams is not None and len(self._open) >= self._max_streams:
             raise _too_many(f"the gateway has its maximum of {self._max_streams} open streams")
         if route_max is not None and self._per_route[route] >= route_max:
             raise _too_many(f"route {route} has its maximum of {route_max} open streams")
-        stream = OpenStream(route)
+        stream = OpenStream(route, client)
         self._open.add(stream)
         self._per_route[route] += 1
         self._idle.clear()
@@ -94,6 +103,13 @@ class StreamRegistry:
         for stream in stopping:
             stream.stop()
         return len(stopping)
+
+    def abort(self) -> int:
+        """The end of a drain that ran out of time: every open stream's client cut off."""
+        left = list(self._open)
+        for stream in left:
+            stream.abort()
+        return len(left)
 
     async def close_producers(self) -> None:
         """At the app's cleanup: every producer stopped and awaited."""
