@@ -179,7 +179,7 @@ def tables(res: dict[str, Any]) -> str:
         f"5. Idle capacity: one gateway process, streams silent after one line, heartbeat "
         f"{s['idle_heartbeat']:g} s, CPU over {s['idle_window']:g} s",
         _idle(figs["idle"]),
-        f"6. --workers 2 vs 1: {figs['workers']}",
+        f"6. --workers 2 vs 1 ({_workers_line(figs['workers'])})",
     ]
     if res.get("profile"):
         under = ", ".join(
@@ -239,3 +239,12 @@ def write_plot(res: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _workers_line(workers: dict[str, Any]) -> str:
+    return (
+        f"{workers['streams']} streams x {workers['lines_per_stream']} small lines, data: line): "
+        f"1 worker {_n(workers['one_worker_events_per_s'])} ev/s, "
+        f"2 workers {_n(workers['two_workers_events_per_s'])} ev/s, "
+        f"ratio {workers['ratio']:.2f}x"
+    )

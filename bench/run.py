@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import StringIO
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,8 +28,6 @@ from .figures import FULL, QUICK, Bench, Party, Settings
 from .procs import Child, Client
 from .report import tables, write_json, write_plot
 from .upstream import LINE_KINDS, make_line, raise_nofile
-
-WORKERS_NOTE = "not available: --workers is not implemented yet"
 
 
 def machine() -> dict[str, Any]:
@@ -83,12 +81,20 @@ class Run:
         child.wait_listening()
         return child
 
-    def gateway(self, name: str, upstream_port: int, profile_to: Path | None = None) -> Child:
+    def gateway(
+        self,
+        name: str,
+        upstream_port: int,
+        profile_to: Path | None = None,
+        extra: Sequence[str] = (),
+    ) -> Child:
         config = self.tmp / f"{name}.yaml"
         procs.gateway_config(config, upstream_port, self.settings.idle_heartbeat)
         prefix = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [sys.executable, *prefix, "-m", "proxy", "--config", str(config)]
-        argv += ["--loop", self.loop]
+        # Only the listening line is read from the child's stdout pipe: a line per stream there
+        # would fill the pipe and block the gateway. Warnings and errors still go to its log.
+        argv += ["--loop", self.loop, "--log-level", "warning", *extra]
         child = self.start(Child(name, [*argv, "--host", "127.0.0.1", "--port", "0"], self.tmp))
         child.wait_listening()
         return child
@@ -164,6 +170,33 @@ def _profile(
     return profiles
 
 
+def _workers(
+    run: Run, bench: Bench, upstream_port: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Figure 2's largest concurrent case (data: line) through one gateway process and through
+    ``--workers 2``, one after the other."""
+    n, per_stream = bench.settings.concurrent[-1]
+    rates = {}
+    for workers in (1, 2):
+        gateway = run.gateway(
+            f"gateway-workers-{workers}", upstream_port, extra=["--workers", str(workers)]
+        )
+        url = f"http://127.0.0.1:{gateway.port}/line"
+        party = Party(f"workers_{workers}", f"--workers {workers}", url, True, gateway)
+        bench.streams(party, 1, {"kind": "small", "count": 2000})  # warm-up
+        result = bench.concurrent(party, n, per_stream)
+        rates[workers] = result["events_per_s"]
+        run.stop(gateway)
+        log(f"6. --workers {workers}       {n} streams {result['events_per_s']:>12,.0f} ev/s")
+    return {
+        "streams": n,
+        "lines_per_stream": per_stream,
+        "one_worker_events_per_s": rates[1],
+        "two_workers_events_per_s": rates[2],
+        "ratio": rates[2] / rates[1],
+    }
+
+
 def _incomplete(figs: dict[str, Any]) -> list[str]:
     """Every measurement whose events (or latency samples) are not all there."""
     found = []
@@ -220,7 +253,8 @@ def run_all(args: argparse.Namespace, tmp: Path, log: Callable[[str], None]) -> 
             f"5. idle              {figs['idle']['streams']:,} streams, "
             f"{figs['idle']['rss_per_stream_kb']:.1f} KB each"
         )
-        figs["workers"] = WORKERS_NOTE
+        run.stop(idle_gateway)
+        figs["workers"] = _workers(run, bench, upstream.port, log)
         return {
             "command": " ".join(["uv run python -m bench", *sys.argv[1:]]),
             "machine": machine(),
