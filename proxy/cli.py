@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 None if args.upstream else load,
                 reuse_port=args.reuse_port,
                 announce=not args.no_announce,
+                ready_fd=args.ready_fd,
             )
         )
     except OSError as exc:
@@ -141,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     # Set by --workers for each worker it starts.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-announce", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--loop",
         default="asyncio",

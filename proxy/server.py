@@ -14,15 +14,19 @@ get a ``shutting_down`` event, and the process exits within ``server.drain_secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
+import weakref
 from collections.abc import Callable
 
 from aiohttp import web
 
 from .app import STREAMS, create_app, make_runner
 from .config import CONSOLE_PATH, GatewayConfig
+from .deadline import HeaderDeadline, StartedConnections
 from .errors import ConfigError
 
 __all__ = ["serve"]
@@ -59,34 +63,48 @@ async def serve(
     *,
     reuse_port: bool = False,
     announce: bool = True,
+    ready_fd: int | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM; on SIGHUP, ``reload()`` gives the next configuration."""
     current = await _Generation.start(config)
     retiring: dict[asyncio.Task[None], _Generation] = {}
 
+    started: StartedConnections = weakref.WeakSet()
+
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        if request.transport is not None:
+            started.add(request.transport)  # its headers are whole: the deadline is met
         return await current.handle(request)
 
-    front = make_runner(web.Application())
+    front = make_runner(web.Application(), config.server.keepalive_timeout)
     await front.setup()
     assert front.server is not None
     # The one indirection that makes reload possible: aiohttp's Server calls request_handler
     # for every request, on new and keep-alive connections alike.
     front.server.request_handler = dispatch
+    loop = asyncio.get_running_loop()
+    # Signal handlers before the socket listens: a signal that comes with the first connection
+    # must find them (the default action for SIGTERM and SIGHUP is to die).
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    hangup = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(
-            front, config.server.host, config.server.port, reuse_port=reuse_port or None
+        listener = await loop.create_server(
+            HeaderDeadline.factory(front.server, config.server.header_timeout, started),
+            config.server.host,
+            config.server.port,
+            reuse_port=reuse_port or None,
+            backlog=1024,
         )
-        await site.start()
         if announce:
-            _announce(front, config)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        hangup = asyncio.Event()
-        if reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, hangup.set)
+            _announce(listener, config)
+        if ready_fd is not None:  # --workers: the supervisor waits for this line from each
+            with contextlib.suppress(OSError):  # a restarted worker's supervisor is not waiting
+                os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
         while True:
             stopped, hung_up = asyncio.create_task(stop.wait()), asyncio.create_task(hangup.wait())
             await asyncio.wait({stopped, hung_up}, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +113,9 @@ async def serve(
             if stop.is_set():
                 break
             hangup.clear()
-            assert reload is not None
+            if reload is None:
+                log.warning("SIGHUP: there is no configuration file to reload (--upstream)")
+                continue
             upcoming = await _reloaded(reload, current.config)
             if upcoming is None:
                 continue
@@ -110,6 +130,8 @@ async def serve(
             task.add_done_callback(retiring.pop)
         await _drain([current.runner, *(g.runner for g in retiring.values())], config)
     finally:
+        if listener is not None:
+            listener.close()
         await front.cleanup()
         for task, generation in list(retiring.items()):
             task.cancel()
@@ -147,9 +169,9 @@ async def _drain(runners: list[web.AppRunner], config: GatewayConfig) -> None:
         await asyncio.gather(*(registry.wait_idle(1.0) for registry in registries))
 
 
-def _announce(front: web.AppRunner, config: GatewayConfig) -> None:
-    for address in front.addresses:
-        host, port = address[0], address[1]
+def _announce(listener: asyncio.Server, config: GatewayConfig) -> None:
+    for sock in listener.sockets:
+        host, port = sock.getsockname()[:2]
         origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         print(f"proxy: listening on {origin} ({len(config.routes)} routes)", flush=True)
         if config.server.console_enabled:

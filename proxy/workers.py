@@ -3,7 +3,8 @@ kernel spreads new connections over them.
 
 Strategy: the supervisor binds the port first (without listening) to fix it when ``--port 0`` asked
 for any, starts each worker as ``python -m proxy`` with the same arguments plus that port and
-``--reuse-port``, waits until the port accepts, and then only relays signals: SIGTERM/SIGINT to
+``--reuse-port``, waits until every worker has said "ready" on a pipe of its own (its signal
+handlers are in place and it listens), and then only relays signals: SIGTERM/SIGINT to
 drain every worker (the supervisor exits when they have), SIGHUP to make each reload. A worker that
 dies on its own is started again. Workers share nothing but the port; the replay buffer, if a route
 keeps one in Redis, is the only state they have in common.
@@ -11,6 +12,8 @@ keeps one in Redis, is the only state they have in common.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import socket
 import subprocess
@@ -45,7 +48,12 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
         "--reuse-port",
         "--no-announce",
     ]
-    processes = [subprocess.Popen(command) for _ in range(workers)]
+    processes: list[subprocess.Popen[bytes]] = []
+    ready_pipes = []
+    for _ in range(workers):
+        process, ready = _start(command)
+        processes.append(process)
+        ready_pipes.append(ready)
     stopping = False
 
     def relay(signum: int, frame: FrameType | None) -> None:
@@ -59,7 +67,7 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, relay)
     try:
-        if not _wait_accepting(host, port, processes):
+        if not _wait_ready(ready_pipes, processes):
             print("proxy: error: the workers did not start", file=sys.stderr)
             stopping = True
             relay(signal.SIGTERM, None)
@@ -78,24 +86,40 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
             if code is not None and not stopping:
                 print(f"proxy: worker {process.pid} exited ({code}); starting another", flush=True)
                 time.sleep(_RESTART_PAUSE)
-                processes[index] = subprocess.Popen(command)
+                processes[index], ready = _start(command)
+                os.close(ready)
         if stopping and all(process.poll() is not None for process in processes):
             return 0
         time.sleep(0.1)
 
 
-def _wait_accepting(host: str, port: int, processes: list[subprocess.Popen[bytes]]) -> bool:
+def _start(command: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """A worker, and the read end of the pipe on which it says "ready"."""
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen([*command, "--ready-fd", str(write)], pass_fds=(write,))
+    finally:
+        os.close(write)
+    return process, read
+
+
+def _wait_ready(pipes: list[int], processes: list[subprocess.Popen[bytes]]) -> bool:
     deadline = time.monotonic() + _STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes):
-            return False
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-        except OSError:
-            time.sleep(0.05)
-            continue
+    waiting = set(pipes)
+    try:
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0 or any(process.poll() is not None for process in processes):
+                return False
+            readable, _, _ = select.select(list(waiting), [], [], min(left, 0.2))
+            for pipe in readable:
+                if not os.read(pipe, 64):
+                    return False  # closed without a word: that worker failed to start
+                waiting.discard(pipe)
         return True
-    return False
+    finally:
+        for pipe in pipes:
+            os.close(pipe)
 
 
 def _without_workers(argv: Sequence[str]) -> list[str]:
