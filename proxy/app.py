@@ -94,10 +94,16 @@ async def _replay_stores(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-def make_runner(app: web.Application) -> web.AppRunner:
+def make_runner(app: web.Application, keepalive_timeout: float = 75) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler at once, which closes
     # the upstream request, even while the upstream is silent and nothing is being written.
     # access_log=None: the gateway writes its own line per stream (proxy.logs), at its end.
     # shutdown_timeout: by the time the runner is cleaned up, the drain has already given open
     # streams their time (server.drain_seconds); what is left is cancelled promptly.
-    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    return web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=keepalive_timeout,
+    )

@@ -124,6 +124,13 @@ class ServerConfig(_Model):
     """Open streams for the whole gateway; beyond it, 503 with ``Retry-After``."""
     metrics: bool = True
     """Prometheus metrics at ``/metrics``."""
+    header_timeout: float = Field(10, gt=0)
+    """Seconds a new connection has to send its first request's headers (slowloris); then 408."""
+    keepalive_timeout: float = Field(75, gt=0)
+    """Seconds an idle kept-alive connection stays open."""
+    write_timeout: float | None = Field(30, gt=0)
+    """Seconds a write to a client that does not read may stay blocked; then the connection is
+    cut (and the upstream request closed). ``null``: wait forever."""
     drain_seconds: float = Field(10, ge=0)
     """On SIGTERM: the most time open streams get to take their ``shutting_down`` event."""
 

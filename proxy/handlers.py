@@ -89,7 +89,8 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
 async def _open_and_relay(
     route: RouteConfig, request: web.Request, stream: OpenStream, record: StreamRecord | None
 ) -> web.StreamResponse:
-    tap = request.app[CONFIG].server.console_enabled and CONSOLE_TAP_PARAM in request.query
+    server = request.app[CONFIG].server
+    tap = server.console_enabled and CONSOLE_TAP_PARAM in request.query
     # Query parameters that are the gateway's, never the upstream's.
     drop = {CONSOLE_TAP_PARAM} if tap else set()
     if route.auth is not None and route.auth.query_param is not None:
@@ -116,7 +117,9 @@ async def _open_and_relay(
                     # Already whole: 204 is EventSource's "stop reconnecting", so a client that
                     # missed the end event does not start a second (LLM) request.
                     return web.Response(status=204)
-                return await read_stream(request, store, key, after, route, stream, record)
+                return await read_stream(
+                    request, store, key, after, route, stream, record, server.write_timeout
+                )
     async with contextlib.AsyncExitStack() as upstream_scope:
         upstream = await upstream_scope.enter_async_context(
             open_upstream(
@@ -138,7 +141,9 @@ async def _open_and_relay(
         if resumable:
             # From here the upstream belongs to the producer, which outlives this request.
             key = await _start_producer(request, route, upstream, framing, upstream_scope.pop_all())
-            return await read_stream(request, store, key, 0, route, stream, record)
+            return await read_stream(
+                request, store, key, 0, route, stream, record, server.write_timeout
+            )
         converter_class = TappedConverter if tap else StreamConverter
         converter = converter_class(
             route.events, last_event_id=request.headers.get("Last-Event-ID")
@@ -181,7 +186,9 @@ async def _relay_events(
     stream: OpenStream,
     record: StreamRecord | None,
 ) -> web.StreamResponse:
-    response = CountingResponse(headers=SSE_HEADERS)
+    response = CountingResponse(
+        headers=SSE_HEADERS, write_timeout=request.app[CONFIG].server.write_timeout
+    )
     await response.prepare(request)
     first_sequence = converter.sequence
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
@@ -194,8 +201,8 @@ async def _relay_events(
             raise aiohttp.ClientConnectionError("closed by the drain")
         await send(response, decoder.finish() + converter.end())
         outcome = "eof" if converter.complete else "incomplete"
-    except ClientGone:
-        pass
+    except ClientGone as gone:
+        outcome = gone.reason
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
         code, message = stream_failure(exc, route, stream, deadline.expired())
         output = exc.output if isinstance(exc, StreamError) else b""
@@ -223,7 +230,8 @@ async def _relay_ndjson(
         headers={
             **SSE_HEADERS,
             "Content-Type": upstream.headers.get("Content-Type", "application/x-ndjson"),
-        }
+        },
+        write_timeout=request.app[CONFIG].server.write_timeout,
     )
     await response.prepare(request)
     last_byte = b"\n"
@@ -240,8 +248,8 @@ async def _relay_ndjson(
         if stream.stopping:
             raise aiohttp.ClientConnectionError("closed by the drain")
         outcome = "eof"
-    except ClientGone:
-        pass
+    except ClientGone as gone:
+        outcome = gone.reason
     except (aiohttp.ClientError, TimeoutError) as exc:
         code, message = stream_failure(exc, route, stream, deadline.expired())
         outcome = code

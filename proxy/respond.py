@@ -4,10 +4,12 @@ headers, a response that counts what it sent, a write that turns a vanished clie
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from .config import RouteConfig
 from .errors import StreamError
@@ -24,19 +26,45 @@ SSE_HEADERS: Final = {
 }
 
 
+class ClientGone(Exception):
+    """The client closed its connection (or would not read); nothing more can be told to it."""
+
+    def __init__(self, reason: str = "client_gone") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class CountingResponse(web.StreamResponse):
-    """Counts the body bytes written (aiohttp's ``body_length`` is known only after the handler
-    returns, and includes no count for a stream cut short)."""
+    """A stream response that counts the body bytes written (aiohttp's ``body_length`` is known
+    only after the handler returns) and gives up on a client that stops reading: a write that
+    stays blocked for ``write_timeout`` seconds cuts the connection (:class:`ClientGone`), so a
+    client that never reads holds neither a handler nor an upstream request for long."""
 
     sent = 0
 
+    def __init__(self, *, headers: dict[str, str], write_timeout: float | None) -> None:
+        super().__init__(headers=headers)
+        self._write_timeout = write_timeout
+        self._client: asyncio.Transport | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        transport = request.transport
+        self._client = transport if isinstance(transport, asyncio.Transport) else None
+        return await super().prepare(request)
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await super().write(data)
+        client = self._client
+        # Only a write that finds bytes still queued can block: the deadline is armed then.
+        if self._write_timeout is None or client is None or not client.get_write_buffer_size():
+            await super().write(data)
+        else:
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await super().write(data)
+            except TimeoutError:
+                client.abort()
+                raise ClientGone("write_timeout") from None
         self.sent += len(data)
-
-
-class ClientGone(Exception):
-    """The client closed its connection; nothing more can be told to it."""
 
 
 async def send(response: web.StreamResponse, data: bytes) -> None:

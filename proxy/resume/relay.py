@@ -141,13 +141,14 @@ async def read_stream(
     route: RouteConfig,
     stream: OpenStream,
     record: StreamRecord | None,
+    write_timeout: float | None,
 ) -> web.StreamResponse:
     """The client's response: the stream's events after ``after`` from the store, then whatever
     comes, until its last event."""
     assert route.resume is not None
     linger = route.resume.linger
     converter = StreamConverter(route.events)  # for retry, heartbeats and our own error events
-    response = CountingResponse(headers=SSE_HEADERS)
+    response = CountingResponse(headers=SSE_HEADERS, write_timeout=write_timeout)
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     heartbeat = route.events.heartbeat
@@ -199,8 +200,8 @@ async def read_stream(
                 if heartbeat and loop.time() - last_write >= heartbeat:
                     await send(response, converter.heartbeat())
                     last_write = loop.time()
-    except ClientGone:
-        pass
+    except ClientGone as gone:
+        outcome = gone.reason
     finally:
         if record is not None:
             record.events = sent
