@@ -20,24 +20,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy import create_app, make_runner, parse_config
+from proxy import GatewayConfig, create_app, make_runner, parse_config
 from proxy.sse import SSEEvent, SSEParser, SSERetry
 
 StartGateway = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
-    """``await start_gateway(routes, server=None, environ=None) -> base URL``."""
+async def start_config() -> AsyncIterator[Callable[[GatewayConfig], Awaitable[str]]]:
+    """``await start_config(config) -> base URL``: a parsed configuration, served on loopback."""
     runners: list[web.AppRunner] = []
 
-    async def start(
-        routes: list[dict[str, Any]],
-        server: dict[str, Any] | None = None,
-        environ: dict[str, str] | None = None,
-    ) -> str:
-        text = json.dumps({"server": server or {}, "routes": routes})  # JSON is YAML
-        config = parse_config(text, environ if environ is not None else dict(os.environ))
+    async def start(config: GatewayConfig) -> str:
         runner = make_runner(create_app(config))
         await runner.setup()
         runners.append(runner)
@@ -47,6 +41,23 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     yield start
     for runner in reversed(runners):
         await runner.cleanup()
+
+
+@pytest.fixture
+def start_gateway(start_config) -> StartGateway:
+    """``await start_gateway(routes, server=None, environ=None) -> base URL``."""
+
+    async def start(
+        routes: list[dict[str, Any]],
+        server: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> str:
+        text = json.dumps({"server": server or {}, "routes": routes})  # JSON is YAML
+        return await start_config(
+            parse_config(text, environ if environ is not None else dict(os.environ))
+        )
+
+    return start
 
 
 StartUpstream = Callable[..., Awaitable[str]]

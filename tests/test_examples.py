@@ -13,14 +13,13 @@ import ast
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 import pytest
-from aiohttp import web
 from conftest import parse_all, parse_events
 from fake_backends import (
     FakeInternalApi,
@@ -30,7 +29,7 @@ from fake_backends import (
     FakeSpringWebFlux,
 )
 
-from proxy import create_app, make_runner, parse_config
+from proxy import parse_config
 from proxy.sse import SSEEvent, SSERetry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,22 +43,15 @@ StartRecipe = Callable[[str, dict[str, str]], Awaitable[str]]
 
 
 @pytest.fixture
-async def start_recipe() -> AsyncIterator[StartRecipe]:
+def start_recipe(start_config) -> StartRecipe:
     """``await start_recipe("ollama-chat", environ) -> base URL``: the file as shipped, started
     as ``python -m proxy`` starts it, with ``environ`` as its whole environment."""
-    runners: list[web.AppRunner] = []
 
     async def start(name: str, environ: dict[str, str]) -> str:
-        config = parse_config((EXAMPLES / f"{name}.yaml").read_text(encoding="utf-8"), environ)
-        runner = make_runner(create_app(config))
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        text = (EXAMPLES / f"{name}.yaml").read_text(encoding="utf-8")
+        return await start_config(parse_config(text, environ))
 
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
+    return start
 
 
 @pytest.fixture
