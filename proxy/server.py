@@ -19,17 +19,16 @@ import logging
 import os
 import signal
 import sys
-import weakref
 from collections.abc import Callable
 
 from aiohttp import web
 
 from .app import STREAMS, create_app, make_runner
-from .config import CONSOLE_PATH, GatewayConfig
-from .deadline import HeaderDeadline, StartedConnections
+from .config import CONSOLE_PATH, GatewayConfig, ServerConfig
 from .errors import ConfigError
+from .guard import HeaderDeadline
 
-__all__ = ["serve"]
+__all__ = ["listen", "serve"]
 
 log = logging.getLogger("proxy")
 
@@ -69,11 +68,7 @@ async def serve(
     current = await _Generation.start(config)
     retiring: dict[asyncio.Task[None], _Generation] = {}
 
-    started: StartedConnections = weakref.WeakSet()
-
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        if request.transport is not None:
-            started.add(request.transport)  # its headers are whole: the deadline is met
         return await current.handle(request)
 
     front = make_runner(web.Application(), config.server.keepalive_timeout)
@@ -92,12 +87,8 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hangup.set)
     listener: asyncio.Server | None = None
     try:
-        listener = await loop.create_server(
-            HeaderDeadline.factory(front.server, config.server.header_timeout, started),
-            config.server.host,
-            config.server.port,
-            reuse_port=reuse_port or None,
-            backlog=1024,
+        listener = await listen(
+            front, config.server.host, config.server.port, config.server, reuse_port=reuse_port
         )
         if announce:
             _announce(listener, config)
@@ -167,6 +158,27 @@ async def _drain(runners: list[web.AppRunner], config: GatewayConfig) -> None:
             "drain: %d streams still open after %s s; cut off", left, config.server.drain_seconds
         )
         await asyncio.gather(*(registry.wait_idle(1.0) for registry in registries))
+
+
+async def listen(
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    server: ServerConfig,
+    *,
+    reuse_port: bool = False,
+) -> asyncio.Server:
+    """The listening socket for a set-up runner, with the connection guards (:mod:`proxy.guard`).
+    The tests serve their gateways through this too, so they meet the same guards."""
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        HeaderDeadline.factory(runner.server, server.header_timeout, server.keepalive_timeout),
+        host,
+        port,
+        reuse_port=reuse_port or None,
+        backlog=1024,
+    )
 
 
 def _announce(listener: asyncio.Server, config: GatewayConfig) -> None:

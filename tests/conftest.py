@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from proxy import GatewayConfig, create_app, make_runner, parse_config
+from proxy.server import listen
 from proxy.sse import SSEEvent, SSEParser, SSERetry
 
 StartGateway = Callable[..., Awaitable[str]]
@@ -28,18 +29,20 @@ StartGateway = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 async def start_config() -> AsyncIterator[Callable[[GatewayConfig], Awaitable[str]]]:
-    """``await start_config(config) -> base URL``: a parsed configuration, served on loopback."""
-    runners: list[web.AppRunner] = []
+    """``await start_config(config) -> base URL``: a parsed configuration, served on loopback
+    through the same listener (and connection guards) as ``python -m proxy``."""
+    served: list[tuple[asyncio.Server, web.AppRunner]] = []
 
     async def start(config: GatewayConfig) -> str:
-        runner = make_runner(create_app(config))
+        runner = make_runner(create_app(config), config.server.keepalive_timeout)
         await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        listener = await listen(runner, "127.0.0.1", 0, config.server)
+        served.append((listener, runner))
+        return f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
 
     yield start
-    for runner in reversed(runners):
+    for listener, runner in reversed(served):
+        listener.close()
         await runner.cleanup()
 
 
