@@ -412,13 +412,19 @@ class RouteConfig(_Model):
 
     @functools.cached_property
     def secrets(self) -> frozenset[str]:
-        """What an upstream's error text must not carry to the client: the values of the headers
-        the route injects, and each long word of them (an API may echo a token without its
-        ``Bearer``)."""
+        """What no error text may carry to the client or a log: the values of the headers the route
+        injects, each long word of them (an API may echo a token without its ``Bearer``), and
+        the password and query values of the upstream URL."""
         found: set[str] = set()
         for value in self.headers.values():
             found.add(value)
             found.update(word for word in value.split() if len(word) >= 8)
+        if not self.upstream.startswith("/"):
+            # Credentials in the upstream URL itself: its password and its query values.
+            url = URL(PLACEHOLDER.sub("x", self.upstream))
+            found.update(filter(None, [url.password, url.raw_password]))
+            found.update(url.query.values())
+            found.update(url.raw_query_string.split("&") if url.raw_query_string else ())
         return frozenset(secret for secret in found if len(secret) >= 4)
 
     @property

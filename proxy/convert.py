@@ -16,6 +16,7 @@ stream goes on. Empty (or all-whitespace) lines are skipped, as NDJSON allows.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from typing import Any, Final, Protocol
 
 import orjson
@@ -73,11 +74,18 @@ class StreamConverter:
         "_line_number",
         "_needs_json",
         "_retry",
+        "_secrets",
         "_sequence",
         "_use_sequence",
     )
 
-    def __init__(self, rules: EventsConfig, *, last_event_id: str | None = None) -> None:
+    def __init__(
+        self,
+        rules: EventsConfig,
+        *,
+        last_event_id: str | None = None,
+        secrets: Collection[str] = (),
+    ) -> None:
         self._default_event = rules.event
         self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
         self._event_from = rules.event_from
@@ -88,6 +96,8 @@ class StreamConverter:
         self._complete_when = rules.complete_when
         self._complete = rules.complete_when is None
         self._error_from = rules.error_from
+        # Error events quote upstream text (error_from, a failure's message): never a secret.
+        self._secrets = sorted(secrets, key=len, reverse=True)
         # Fixed per route; read on every batch, so decided once here.
         self._needs_json = (
             self._data_pointer is not None
@@ -210,6 +220,8 @@ class StreamConverter:
 
     def error(self, code: str, message: str, **details: Any) -> bytes:
         """An error event: JSON data with a stable ``code`` and a readable ``message``."""
+        for secret in self._secrets:
+            message = message.replace(secret, "[redacted]")
         payload = orjson.dumps({"code": code, "message": message, **details})
         return encode_event(payload, event=self._error_event)
 

@@ -16,6 +16,7 @@ parser before any middleware runs, in plain text; our protocol class makes that 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -26,6 +27,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 __all__ = ["HeaderDeadline"]
 
 _END_OF_HEADERS: Final = b"\r\n\r\n"
+_TARGET_TOO_LONG: Final = re.compile(r"reading: (?:bytearray\()?b'(?:/|[a-zA-Z][a-zA-Z0-9+.-]*://)")
 
 _BODY: Final = orjson.dumps(
     {"error": {"code": "request_timeout", "message": "the request headers took too long"}}
@@ -120,8 +122,9 @@ class _JsonErrorsRequestHandler(web.RequestHandler):
 
 def _describe(status: int, exc: BaseException | None) -> tuple[int, str, str]:
     if isinstance(exc, LineTooLong):
-        if "status line" in str(exc).lower():
-            return 414, "uri_too_long", "the request line is too long"
+        # aiohttp's text quotes what was too long: a target (/path, or absolute) is the URI.
+        if _TARGET_TOO_LONG.search(str(exc)):
+            return 414, "uri_too_long", "the request target is too long"
         return 431, "header_fields_too_large", "a request header is too long"
     if isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower():
         return 431, "header_fields_too_large", "the request has too many headers"

@@ -36,8 +36,10 @@ from .respond import (
     SSE_HEADERS,
     ClientGone,
     CountingResponse,
+    read_chunk,
     send,
     stream_failure,
+    upstream_gone,
 )
 from .resume import REPLAY_STORES, Producer, new_stream_key, parse_resume_id, read_stream
 from .streams import OpenStream, StreamRegistry
@@ -50,6 +52,7 @@ from .upstream import (
     merge_under,
     open_upstream,
     query_from_body,
+    redact,
     upstream_headers,
 )
 
@@ -66,6 +69,9 @@ log = logging.getLogger("proxy")
 
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
 CONFIG: Final = web.AppKey("config", GatewayConfig)
+# Below this, a write to a client whose queue is empty goes out without pausing the transport
+# (asyncio pauses at 64 KiB queued): it cannot block.
+_UNBLOCKING_WRITE: Final = 16 * 1024
 STREAMS: Final = web.AppKey("streams", StreamRegistry)
 
 
@@ -146,7 +152,9 @@ async def _open_and_relay(
             )
         converter_class = TappedConverter if tap else StreamConverter
         converter = converter_class(
-            route.events, last_event_id=request.headers.get("Last-Event-ID")
+            route.events,
+            last_event_id=request.headers.get("Last-Event-ID"),
+            secrets=route.secrets,
         )
         return await _relay_events(request, upstream, route, framing, converter, stream, record)
 
@@ -165,7 +173,9 @@ async def _start_producer(
     await store.create(key)
     await store.touch_reader(key, route.resume.linger)
     # The store's readers stamp the ids (<key>-<n>), so the producer's converter writes none.
-    converter = StreamConverter(route.events.model_copy(update={"id": "none"}))
+    converter = StreamConverter(
+        route.events.model_copy(update={"id": "none"}), secrets=route.secrets
+    )
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
     producer = Producer(store, key, route, upstream, decoder, converter)
 
@@ -196,7 +206,14 @@ async def _relay_events(
     try:
         await send(response, converter.start())
         async with asyncio.timeout(route.limits.max_duration) as deadline:
-            await _pump(response, upstream, decoder.feed, route.events.heartbeat, record)
+            await _pump(
+                response,
+                upstream,
+                decoder.feed,
+                route.events.heartbeat,
+                record,
+                route.timeouts.read,
+            )
         if stream.stopping:
             raise aiohttp.ClientConnectionError("closed by the drain")
         await send(response, decoder.finish() + converter.end())
@@ -244,7 +261,7 @@ async def _relay_ndjson(
     outcome = "client_gone"
     try:
         async with asyncio.timeout(route.limits.max_duration) as deadline:
-            await _pump(response, upstream, passthrough, 0, record)
+            await _pump(response, upstream, passthrough, 0, record, route.timeouts.read)
         if stream.stopping:
             raise aiohttp.ClientConnectionError("closed by the drain")
         outcome = "eof"
@@ -253,6 +270,7 @@ async def _relay_ndjson(
     except (aiohttp.ClientError, TimeoutError) as exc:
         code, message = stream_failure(exc, route, stream, deadline.expired())
         outcome = code
+        message = redact(message, route.secrets)
         line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"
         with contextlib.suppress(ClientGone):
             await send(response, line if last_byte == b"\n" else b"\n" + line)
@@ -264,42 +282,65 @@ async def _relay_ndjson(
 
 
 async def _pump(
-    response: web.StreamResponse,
+    response: CountingResponse,
     upstream: aiohttp.ClientResponse,
     convert: Callable[[bytes], bytes],
     heartbeat: float,
     record: StreamRecord | None,
+    read_timeout: float | None,
 ) -> None:
     """Upstream chunks through ``convert`` to the client, until the upstream's EOF.
 
-    The heartbeat is a deadline on the loop, not a timer task: it is armed once per heartbeat
-    period, not per chunk. When it fires and something was written since it was armed, the loop
-    just re-arms; only a real silence of ``heartbeat`` seconds sends a comment. An idle stream
-    costs one timer and no wake-ups.
+    The heartbeat and the read timeout are one deadline on the loop, not timer tasks: armed for
+    whichever comes first, once per period, not per chunk. When it fires, the loop looks at the
+    clock: a silence of ``read_timeout`` from the upstream ends the stream (aiohttp's own
+    ``sock_read`` is not enough: it is dropped when the upstream breaks its chunked framing),
+    ``heartbeat`` seconds without a write send a comment, and anything else just re-arms. An
+    idle stream costs one timer and few wake-ups. A write that may block on a slow client is
+    never interrupted by the deadline (the loop would go on reading while the client is not): it
+    is lifted for that write, which ``server.write_timeout`` bounds instead. A write can block
+    only if bytes are still queued for the client or it is too large to leave the socket at
+    once; other writes keep the deadline and cost nothing extra.
     """
     content = upstream.content
     if record is not None:
         convert = _noting_first_output(convert, record)
-    if not heartbeat:
-        while chunk := await content.readany():
-            await send(response, convert(chunk))
-        return
     loop = asyncio.get_running_loop()
-    last_write = loop.time()
+    last_write = last_read = loop.time()
+
+    def deadline() -> float:
+        # Without heartbeats, still a wake-up a second: aiohttp does not wake a pending read when
+        # the upstream breaks its chunked framing (it just closes the connection).
+        at = last_write + heartbeat if heartbeat else loop.time() + 1.0
+        return min(at, last_read + read_timeout) if read_timeout else at
+
     while True:
         try:
-            async with asyncio.timeout_at(last_write + heartbeat) as idle:
-                while chunk := await content.readany():
+            async with asyncio.timeout_at(deadline()) as timer:
+                while chunk := await read_chunk(content):
+                    last_read = loop.time()
                     output = convert(chunk)
-                    if output:
+                    if not output:
+                        continue
+                    if len(output) > _UNBLOCKING_WRITE or response.may_block():
+                        timer.reschedule(None)
                         await send(response, output)
-                        last_write = loop.time()
+                        last_write = last_read = loop.time()
+                        timer.reschedule(deadline())
+                    else:
+                        await send(response, output)
+                        last_write = last_read
                 return
         except TimeoutError:
-            if not idle.expired():
-                raise  # the upstream's own read timeout, not our heartbeat
+            if not timer.expired():
+                raise
+        if upstream_gone(upstream):
+            raise aiohttp.ClientPayloadError("the upstream connection closed")
         # A timer may fire a clock tick early; a millisecond of slack avoids a needless re-arm.
-        if loop.time() - last_write >= heartbeat - 0.001:
+        now = loop.time() + 0.001
+        if read_timeout and now - last_read >= read_timeout:
+            raise TimeoutError
+        if heartbeat and now - last_write >= heartbeat:
             await send(response, StreamConverter.heartbeat())
             last_write = loop.time()
 

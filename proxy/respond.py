@@ -15,7 +15,15 @@ from .config import RouteConfig
 from .errors import StreamError
 from .streams import OpenStream, shutting_down
 
-__all__ = ["SSE_HEADERS", "ClientGone", "CountingResponse", "send", "stream_failure"]
+__all__ = [
+    "SSE_HEADERS",
+    "ClientGone",
+    "CountingResponse",
+    "read_chunk",
+    "send",
+    "stream_failure",
+    "upstream_gone",
+]
 
 # Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
 # honours X-Accel-Buffering). The stream is never compressed: compression buffers.
@@ -52,6 +60,11 @@ class CountingResponse(web.StreamResponse):
         self._client = transport if isinstance(transport, asyncio.Transport) else None
         return await super().prepare(request)
 
+    def may_block(self) -> bool:
+        """A write now might wait for the client: bytes are still queued for it."""
+        client = self._client
+        return client is not None and bool(client.get_write_buffer_size())
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         client = self._client
         # Only a write that finds bytes still queued can block: the deadline is armed then.
@@ -65,6 +78,24 @@ class CountingResponse(web.StreamResponse):
                 client.abort()
                 raise ClientGone("write_timeout") from None
         self.sent += len(data)
+
+
+async def read_chunk(content: aiohttp.StreamReader) -> bytes:
+    """The next chunk of an upstream body (``b""`` at its end). aiohttp raises a bare
+    ``RuntimeError("Connection closed.")`` for a read after the connection went away while an
+    earlier read was cancelled (our heartbeat does that): it is the upstream closing."""
+    try:
+        return await content.readany()
+    except RuntimeError as exc:
+        if str(exc) != "Connection closed.":
+            raise
+        raise aiohttp.ClientPayloadError("the upstream connection closed") from exc
+
+
+def upstream_gone(upstream: aiohttp.ClientResponse) -> bool:
+    """The upstream connection closed before the body ended, without waking a pending read."""
+    connection = upstream.connection
+    return not upstream.content.is_eof() and (connection is None or connection.transport is None)
 
 
 async def send(response: web.StreamResponse, data: bytes) -> None:

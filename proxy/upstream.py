@@ -57,6 +57,7 @@ UPSTREAM_ACCEPT: Final = (
     "text/event-stream;q=0.9, application/json;q=0.8"
 )
 ERROR_BODY_LIMIT: Final = 64 * 1024
+_DOT_SEGMENT: Final = re.compile(r"(?:^|[/\\])\.{1,2}(?:$|[/\\])")
 
 
 # -- the request body ------------------------------------------------------------------------------
@@ -137,24 +138,24 @@ def fill_upstream_url(
     """The upstream URL with each ``{var}`` escaped as one path segment.
 
     Everything that could move the request elsewhere is escaped: ``/`` (new segments), ``?`` and
-    ``#`` (query, fragment), ``%`` (double decoding), and whole ``.`` / ``..`` segments, which a URL
-    parser would otherwise resolve against the path. A variable named in ``multi_segment``
-    (``{tail:.*}``) keeps its ``/`` and has each segment escaped that way; a ``.`` or ``..``
-    segment in it is refused (400), since it can only be an attempt to climb out of the prefix.
+    ``#`` (query, fragment), ``%`` (double decoding). A value with a ``.`` or ``..`` segment
+    between its ``/`` or ``\\`` is refused (400 ``invalid_path``): escaped, it would still climb
+    out of the prefix on a server that decodes ``%2E`` and ``%2F`` before it normalizes the path
+    (RFC 3986 6.2.2.2 allows the first; nginx does both). A variable named in ``multi_segment``
+    (``{tail:.*}``) keeps its ``/``, each segment escaped.
     A template that starts with ``/`` is this gateway itself, reached at ``self_origin``.
     """
 
     def escape(match: re.Match[str]) -> str:
         name = match.group(1)
+        value = variables[name]
+        if _DOT_SEGMENT.search(value):
+            raise BadRequest(
+                f"path variable {name!r} has a '.' or '..' segment", code="invalid_path"
+            )
         if name in multi_segment:
-            segments = variables[name].split("/")
-            if "." in segments or ".." in segments:
-                raise BadRequest(
-                    f"path variable {name!r} has a '.' or '..' segment", code="invalid_path"
-                )
-            return "/".join(quote(segment, safe="") for segment in segments)
-        value = quote(variables[name], safe="")
-        return value.replace(".", "%2E") if value in (".", "..") else value
+            return "/".join(quote(segment, safe="") for segment in value.split("/"))
+        return quote(value, safe="")
 
     filled = PLACEHOLDER.sub(escape, template)
     if filled.startswith("/"):
@@ -231,7 +232,30 @@ async def open_upstream(
     secrets: Collection[str] = (),
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """The upstream response, once its status says a stream follows. The connection is closed on
-    the way out unless the body was read to its end (then it goes back to the pool)."""
+    the way out unless the body was read to its end (then it goes back to the pool).
+
+    Every failure's message is redacted of ``secrets``: it may quote the upstream's reason
+    phrase, its ``Location``, its error body or aiohttp's text with the URL in it."""
+    try:
+        async with _open(
+            session, method, url, body=body, headers=headers, timeouts=timeouts
+        ) as response:
+            yield response
+    except UpstreamFailure as exc:
+        exc.message = redact(exc.message, secrets)
+        raise
+
+
+@asynccontextmanager
+async def _open(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    timeouts: TimeoutsConfig,
+) -> AsyncIterator[aiohttp.ClientResponse]:
     # No total timeout: it would cut long streams. sock_read bounds each silence instead.
     timeout = aiohttp.ClientTimeout(
         total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read
@@ -270,7 +294,7 @@ async def open_upstream(
             502, "upstream_error", f"the upstream request failed: {exc or type(exc).__name__}"
         ) from None
     try:
-        await _check_status(response, secrets)
+        await _check_status(response)
         yield response
     finally:
         if response.content.is_eof():
@@ -279,7 +303,7 @@ async def open_upstream(
             response.close()
 
 
-async def _check_status(response: aiohttp.ClientResponse, secrets: Collection[str]) -> None:
+async def _check_status(response: aiohttp.ClientResponse) -> None:
     status = response.status
     if 200 <= status < 300:
         return
@@ -292,7 +316,7 @@ async def _check_status(response: aiohttp.ClientResponse, secrets: Collection[st
             upstream_status=status,
         )
     try:
-        detail = redact(_error_detail(await response.content.read(ERROR_BODY_LIMIT)), secrets)
+        detail = _error_detail(await response.content.read(ERROR_BODY_LIMIT))
     except (aiohttp.ClientError, TimeoutError):
         detail = ""
     message = f"the upstream answered {status} {response.reason or ''}".rstrip()

@@ -201,18 +201,16 @@ TEMPLATE = "http://backend:8000/api/{name}/stream"
     ("value", "raw_path"),
     [
         pytest.param("plain", "/api/plain/stream", id="plain"),
-        pytest.param("../../admin", "/api/..%2F..%2Fadmin/stream", id="dot-dot-slash-one-segment"),
         pytest.param("a?b#c", "/api/a%3Fb%23c/stream", id="query-and-fragment-escaped"),
         pytest.param("%2F", "/api/%252F/stream", id="percent-escaped-no-double-decoding"),
         pytest.param("\r\n", "/api/%0D%0A/stream", id="crlf-escaped"),
-        pytest.param(".", "/api/%2E/stream", id="dot-segment"),
-        pytest.param("..", "/api/%2E%2E/stream", id="dot-dot-segment"),
         pytest.param("...", "/api/.../stream", id="three-dots-are-not-a-dot-segment"),
         pytest.param(".a", "/api/.a/stream", id="leading-dot-kept"),
         pytest.param("é/ü", "/api/%C3%A9%2F%C3%BC/stream", id="unicode-as-utf8"),
         pytest.param("a b+c", "/api/a%20b%2Bc/stream", id="space-and-plus"),
         pytest.param("a;b=c", "/api/a%3Bb%3Dc/stream", id="semicolon-and-equals"),
-        pytest.param("\\..\\", "/api/%5C..%5C/stream", id="backslashes"),
+        pytest.param("a\\b", "/api/a%5Cb/stream", id="backslash"),
+        pytest.param("a/b", "/api/a%2Fb/stream", id="slash-one-segment"),
     ],
 )
 def test_path_variable_is_escaped_as_exactly_one_segment(value, raw_path):
@@ -262,7 +260,7 @@ def test_template_without_placeholders_is_unchanged():
         pytest.param("%2F/x", "/api/%252F/x/stream", id="percent-escaped"),
         pytest.param("a//b/", "/api/a//b//stream", id="empty-segments-kept"),
         pytest.param("...", "/api/.../stream", id="three-dots-are-not-a-dot-segment"),
-        pytest.param("\\..\\/x", "/api/%5C..%5C/x/stream", id="backslashes"),
+        pytest.param("a\\b/x", "/api/a%5Cb/x/stream", id="backslash"),
         pytest.param("http://evil/x", "/api/http%3A//evil/x/stream", id="absolute-url"),
     ],
 )
@@ -272,10 +270,14 @@ def test_multi_segment_variable_keeps_its_slashes_and_escapes_each_segment(value
     assert (url.host, url.port, url.query_string, url.fragment) == ("backend", 8000, "", "")
 
 
-@pytest.mark.parametrize("value", ["..", ".", "a/..", "../x", "a/./b", "a/../../admin"])
-def test_multi_segment_variable_with_a_dot_segment_is_a_400(value):
+@pytest.mark.parametrize(
+    "value", ["..", ".", "a/..", "../x", "a/./b", "a/../../admin", "\\..\\", "..\\x"]
+)
+@pytest.mark.parametrize("multi", [set(), {"name"}], ids=["one-segment", "multi-segment"])
+def test_a_variable_with_a_dot_segment_is_a_400(value, multi):
+    # Escaped, it would still climb out on a server that decodes %2E / %2F and then normalizes.
     with pytest.raises(BadRequest) as caught:
-        fill_upstream_url(TEMPLATE, {"name": value}, "http://o", multi_segment={"name"})
+        fill_upstream_url(TEMPLATE, {"name": value}, "http://o", multi_segment=multi)
     assert (caught.value.status, caught.value.code) == (400, "invalid_path")
 
 

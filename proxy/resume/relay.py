@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import time
 from typing import Final
 
 import aiohttp
@@ -30,7 +31,14 @@ from proxy.config import RouteConfig
 from proxy.convert import BodyDecoder, StreamConverter
 from proxy.errors import StreamError
 from proxy.logs import StreamRecord
-from proxy.respond import SSE_HEADERS, ClientGone, CountingResponse, send, stream_failure
+from proxy.respond import (
+    SSE_HEADERS,
+    ClientGone,
+    CountingResponse,
+    read_chunk,
+    send,
+    stream_failure,
+)
 from proxy.streams import OpenStream
 
 from .store import ReplayStore
@@ -78,6 +86,7 @@ class Producer:
         self._decoder = decoder
         self._converter = converter
         self._stopped_because: tuple[str, str] | None = None
+        self._last_read = time.monotonic()
 
     async def run(self) -> None:
         store, key = self._store, self._key
@@ -86,7 +95,11 @@ class Producer:
             while not pump.done():
                 await store.hold_producer(key, _PRODUCER_LEASE)
                 await asyncio.wait({pump}, timeout=_PRODUCER_LEASE / 5)
-                if not pump.done() and not await store.has_reader(key):
+                read_timeout = self._route.timeouts.read
+                silent = time.monotonic() - self._last_read
+                if not pump.done() and read_timeout and silent >= read_timeout:
+                    self.stop("upstream_timeout", f"the upstream sent nothing for {read_timeout} s")
+                elif not pump.done() and not await store.has_reader(key):
                     linger = self._route.resume.linger if self._route.resume else 0
                     self.stop(
                         "abandoned",
@@ -113,7 +126,8 @@ class Producer:
         deadline = None
         try:
             async with asyncio.timeout(max_duration) as deadline:
-                while chunk := await content.readany():
+                while chunk := await read_chunk(content):
+                    self._last_read = time.monotonic()
                     events = split_events(decoder.feed(chunk))
                     if events:
                         await store.append(key, events)
@@ -147,7 +161,8 @@ async def read_stream(
     comes, until its last event."""
     assert route.resume is not None
     linger = route.resume.linger
-    converter = StreamConverter(route.events)  # for retry, heartbeats and our own error events
+    # For the retry line, heartbeats and our own error events.
+    converter = StreamConverter(route.events, secrets=route.secrets)
     response = CountingResponse(headers=SSE_HEADERS, write_timeout=write_timeout)
     await response.prepare(request)
     loop = asyncio.get_running_loop()
