@@ -104,6 +104,7 @@ class LineFramer:
             if len(line) > limit:
                 error = LineTooLong(self._lines_seen + index + 1, limit)
                 error.completed = lines[:index]
+                self._lines_seen += index  # the completed ones count, as on every other path
                 raise error
             if self._json_seq and line.startswith(_RECORD_SEPARATOR):
                 line = line[1:]
@@ -113,8 +114,9 @@ class LineFramer:
 
     def _check_pending(self) -> None:
         size = len(self._pending)
-        if self._at_start and self._pending.startswith(_UTF8_BOM):
-            size -= len(_UTF8_BOM)  # dropped when the line completes; it is not line content
+        if self._at_start and _UTF8_BOM.startswith(bytes(self._pending[:3])):
+            # A BOM, whole or so far in part, is dropped when the line completes: not content.
+            size -= min(len(_UTF8_BOM), size)
         limit = self._max_line_bytes
         # One byte of slack for a "\r" whose "\n" is still on its way.
         if size > limit + 1 or (size == limit + 1 and self._pending[-1] != 0x0D):
