@@ -25,6 +25,7 @@ from .config import EventsConfig
 from .errors import LineTooLong, PointerNotFound, StreamError
 from .framing import LineFramer
 from .pointer import JsonPointer
+from .redaction import redact
 from .sse import (
     SSEEvent,
     SSEParser,
@@ -97,7 +98,7 @@ class StreamConverter:
         self._complete = rules.complete_when is None
         self._error_from = rules.error_from
         # Error events quote upstream text (error_from, a failure's message): never a secret.
-        self._secrets = sorted(secrets, key=len, reverse=True)
+        self._secrets = secrets
         # Fixed per route; read on every batch, so decided once here.
         self._needs_json = (
             self._data_pointer is not None
@@ -220,8 +221,7 @@ class StreamConverter:
 
     def error(self, code: str, message: str, **details: Any) -> bytes:
         """An error event: JSON data with a stable ``code`` and a readable ``message``."""
-        for secret in self._secrets:
-            message = message.replace(secret, "[redacted]")
+        message = redact(message, self._secrets)
         payload = orjson.dumps({"code": code, "message": message, **details})
         return encode_event(payload, event=self._error_event)
 

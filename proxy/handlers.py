@@ -32,6 +32,7 @@ from .console.tap import TappedConverter
 from .convert import StreamConverter, body_decoder
 from .errors import BadRequest, HTTPFailure, StreamError, UpstreamFailure
 from .logs import STREAM_RECORD, StreamRecord
+from .redaction import redact
 from .respond import (
     SSE_HEADERS,
     ClientGone,
@@ -52,7 +53,6 @@ from .upstream import (
     merge_under,
     open_upstream,
     query_from_body,
-    redact,
     upstream_headers,
 )
 
@@ -81,9 +81,8 @@ def stream_handler(route: RouteConfig) -> Handler:
 
 
 async def _stream(route: RouteConfig, request: web.Request) -> web.StreamResponse:
-    record = request.get(STREAM_RECORD)
-    if record is not None:
-        record.route = route.path
+    record = request[STREAM_RECORD]  # the access log's middleware made it for every route
+    record.route = route.path
     registry = request.app[STREAMS]
     stream = registry.admit(route.path, route.limits.max_streams, request.transport)
     try:
@@ -93,7 +92,7 @@ async def _stream(route: RouteConfig, request: web.Request) -> web.StreamRespons
 
 
 async def _open_and_relay(
-    route: RouteConfig, request: web.Request, stream: OpenStream, record: StreamRecord | None
+    route: RouteConfig, request: web.Request, stream: OpenStream, record: StreamRecord
 ) -> web.StreamResponse:
     server = request.app[CONFIG].server
     tap = server.console_enabled and CONSOLE_TAP_PARAM in request.query
@@ -139,8 +138,7 @@ async def _open_and_relay(
             )
         )
         stream.attach(upstream)
-        if record is not None:
-            record.upstream_status = upstream.status
+        record.upstream_status = upstream.status
         framing = choose_framing(route.framing, upstream.headers.get("Content-Type"))
         if framing == "ndjson" and client_wants_ndjson(request.headers.get("Accept", "")):
             return await _relay_ndjson(request, upstream, route, stream, record)
@@ -194,7 +192,7 @@ async def _relay_events(
     framing: str,
     converter: StreamConverter,
     stream: OpenStream,
-    record: StreamRecord | None,
+    record: StreamRecord,
 ) -> web.StreamResponse:
     response = CountingResponse(
         headers=SSE_HEADERS, write_timeout=request.app[CONFIG].server.write_timeout
@@ -227,10 +225,9 @@ async def _relay_events(
         with contextlib.suppress(ClientGone):
             await send(response, output + converter.error(code, message))
     finally:
-        if record is not None:
-            record.events = converter.sequence - first_sequence
-            record.bytes = response.sent
-            record.ended = outcome
+        record.events = converter.sequence - first_sequence
+        record.bytes = response.sent
+        record.ended = outcome
     return response
 
 
@@ -239,7 +236,7 @@ async def _relay_ndjson(
     upstream: aiohttp.ClientResponse,
     route: RouteConfig,
     stream: OpenStream,
-    record: StreamRecord | None,
+    record: StreamRecord,
 ) -> web.StreamResponse:
     """A client that asked for NDJSON gets the upstream bytes untouched; a failure is told in the
     NDJSON way (as Ollama does): a last line ``{"error": {...}}``."""
@@ -275,9 +272,8 @@ async def _relay_ndjson(
         with contextlib.suppress(ClientGone):
             await send(response, line if last_byte == b"\n" else b"\n" + line)
     finally:
-        if record is not None:
-            record.bytes = response.sent
-            record.ended = outcome
+        record.bytes = response.sent
+        record.ended = outcome
     return response
 
 
@@ -286,7 +282,7 @@ async def _pump(
     upstream: aiohttp.ClientResponse,
     convert: Callable[[bytes], bytes],
     heartbeat: float,
-    record: StreamRecord | None,
+    record: StreamRecord,
     read_timeout: float | None,
 ) -> None:
     """Upstream chunks through ``convert`` to the client, until the upstream's EOF.
@@ -303,8 +299,7 @@ async def _pump(
     once; other writes keep the deadline and cost nothing extra.
     """
     content = upstream.content
-    if record is not None:
-        convert = _noting_first_output(convert, record)
+    convert = _noting_first_output(convert, record)
     loop = asyncio.get_running_loop()
     last_write = last_read = loop.time()
 
@@ -412,6 +407,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except HTTPFailure as exc:
         error: dict[str, object] = {"code": exc.code, "message": exc.message}
+        # No record on the paths the access log skips (health checks, metrics).
         record = request.get(STREAM_RECORD)
         if record is not None:
             record.ended = exc.code

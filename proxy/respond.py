@@ -68,7 +68,7 @@ class CountingResponse(web.StreamResponse):
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         client = self._client
         # Only a write that finds bytes still queued can block: the deadline is armed then.
-        if self._write_timeout is None or client is None or not client.get_write_buffer_size():
+        if self._write_timeout is None or client is None or not self.may_block():
             await super().write(data)
         else:
             try:

@@ -26,6 +26,7 @@ from yarl import URL
 
 from .config import HOP_BY_HOP_HEADERS, PLACEHOLDER, Framing, RouteConfig, TimeoutsConfig
 from .errors import BadRequest, UpstreamFailure
+from .redaction import redact
 
 __all__ = [
     "NDJSON_MEDIA_TYPES",
@@ -37,7 +38,6 @@ __all__ = [
     "merge_under",
     "open_upstream",
     "query_from_body",
-    "redact",
     "upstream_headers",
 ]
 
@@ -326,13 +326,6 @@ async def _check_status(response: aiohttp.ClientResponse) -> None:
         f"{message}: {detail}" if detail else message,
         upstream_status=status,
     )
-
-
-def redact(text: str, secrets: Collection[str]) -> str:
-    # Longest first, so a token inside a longer header value leaves no tail behind.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
-    return text
 
 
 def _error_detail(body: bytes) -> str:

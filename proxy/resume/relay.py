@@ -154,7 +154,7 @@ async def read_stream(
     after: int,
     route: RouteConfig,
     stream: OpenStream,
-    record: StreamRecord | None,
+    record: StreamRecord,
     write_timeout: float | None,
 ) -> web.StreamResponse:
     """The client's response: the stream's events after ``after`` from the store, then whatever
@@ -199,7 +199,7 @@ async def read_stream(
                         [b"id: %s-%d\n%s\n\n" % (prefix, n, event) for n, event in batch.events]
                     ),
                 )
-                if record is not None and sent == 0:
+                if sent == 0:
                     record.first_event_now()
                 sent += len(batch.events)
                 after = batch.events[-1][0]
@@ -218,10 +218,9 @@ async def read_stream(
     except ClientGone as gone:
         outcome = gone.reason
     finally:
-        if record is not None:
-            record.events = sent
-            record.bytes = response.sent
-            record.ended = outcome
+        record.events = sent
+        record.bytes = response.sent
+        record.ended = outcome
     return response
 
 
