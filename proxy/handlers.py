@@ -219,7 +219,9 @@ async def _relay_events(
     except ClientGone as gone:
         outcome = gone.reason
     except (StreamError, aiohttp.ClientError, TimeoutError) as exc:
-        code, message = stream_failure(exc, route, stream, deadline.expired())
+        code, message = stream_failure(
+            exc, route, draining=stream.stopping, out_of_time=deadline.expired()
+        )
         output = exc.output if isinstance(exc, StreamError) else b""
         outcome = code
         with contextlib.suppress(ClientGone):
@@ -265,7 +267,9 @@ async def _relay_ndjson(
     except ClientGone as gone:
         outcome = gone.reason
     except (aiohttp.ClientError, TimeoutError) as exc:
-        code, message = stream_failure(exc, route, stream, deadline.expired())
+        code, message = stream_failure(
+            exc, route, draining=stream.stopping, out_of_time=deadline.expired()
+        )
         outcome = code
         message = redact(message, route.secrets)
         line = orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"

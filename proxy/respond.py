@@ -13,7 +13,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from .config import RouteConfig
 from .errors import StreamError
-from .streams import OpenStream, shutting_down
+from .streams import shutting_down
 
 __all__ = [
     "SSE_HEADERS",
@@ -108,10 +108,10 @@ async def send(response: web.StreamResponse, data: bytes) -> None:
 
 
 def stream_failure(
-    exc: BaseException, route: RouteConfig, stream: OpenStream, out_of_time: bool
+    exc: BaseException, route: RouteConfig, *, draining: bool, out_of_time: bool
 ) -> tuple[str, str]:
     """The ``code`` and ``message`` of the error event for a failure after the stream started."""
-    if stream.stopping:  # the drain closed the upstream: that is the reason, not the error
+    if draining:  # the drain closed the upstream: that is the reason, not the error
         return shutting_down().code, shutting_down().message
     if out_of_time:
         return "max_duration", f"the stream reached its maximum of {route.limits.max_duration} s"

@@ -139,9 +139,10 @@ class Producer:
             if self._stopped_because is not None:
                 code, message = self._stopped_because
             else:
-                stopping = OpenStream(self._route.path)
                 out_of_time = deadline is not None and deadline.expired()
-                code, message = stream_failure(exc, self._route, stopping, out_of_time)
+                code, message = stream_failure(
+                    exc, self._route, draining=False, out_of_time=out_of_time
+                )
             output = exc.output if isinstance(exc, StreamError) else b""
             error = output + converter.error(code, message)
             await store.append(key, split_events(error), finished=True)
