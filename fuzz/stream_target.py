@@ -3,12 +3,12 @@
 Strategy: :func:`one_input` reads its input as a small header and an upstream body (layout in
 :func:`decode_input`), so one byte string picks the framing, the route's ``events`` rules, the
 line limit and where the body is cut into chunks. The body then goes through the gateway's own
-pipeline exactly as the handler drives it (``start()``, ``feed()`` per chunk, ``finish()`` and
-``end()``; a :class:`~proxy.errors.StreamError` becomes ``exc.output`` plus one error event) and
-the client's bytes are checked four ways:
+pipeline exactly as the relay drives it (``start()``, ``feed()`` per chunk, ``flush()``; a
+failure the decoder keeps, a :class:`~proxy.errors.StreamError`, ends the wire with one error
+event) and the client's bytes are checked four ways:
 
-1. only the documented exceptions escape (``StreamError`` and its ``LineTooLong`` are turned into
-   error events; anything else is a crash);
+1. only the documented failures happen (``StreamError`` and its ``LineTooLong``, kept by the
+   decoder and turned into error events; anything raised is a crash);
 2. the output does not depend on where the body was cut;
 3. the wire is well formed: no CR anywhere, blocks of ``[id] [event] data+`` or one ``retry``,
    every line a known field, so no upstream byte can have become a line or event boundary;
@@ -29,9 +29,10 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.config import EventsConfig
-from proxy.convert import StreamConverter, body_decoder
-from proxy.errors import LineTooLong, StreamError
+from proxy.convert import EventRules, StreamConverter
+from proxy.decoders import body_decoder
+from proxy.errors import StreamError
+from proxy.pointer import JsonPointer
 from proxy.sse import SSEEvent, SSEParser, SSERetry
 
 __all__ = ["FRAMINGS", "Case", "decode_input", "encode_input", "one_input"]
@@ -63,7 +64,7 @@ class Case:
     body: bytes
 
     @property
-    def config(self) -> EventsConfig:
+    def config(self) -> EventRules:
         return _config(self.rules)
 
     def chunks(self) -> list[bytes]:
@@ -71,16 +72,21 @@ class Case:
 
 
 @functools.cache
-def _config(rules: tuple[str, str, str | None, str, str | None, str | None]) -> EventsConfig:
+def _config(rules: tuple[str, str, str | None, str, str | None, str | None]) -> EventRules:
     data, event, event_from, id_rule, error_from, complete_when = rules
-    return EventsConfig(
-        data=data,
+    return EventRules(
+        data=_pointer_or(data),
         event=event,
-        event_from=event_from,
-        id=id_rule,
-        error_from=error_from,
-        complete_when=complete_when,
+        event_from=_pointer_or(event_from),
+        id=_pointer_or(id_rule),
+        error_from=_pointer_or(error_from),
+        complete_when=_pointer_or(complete_when),
     )
+
+
+def _pointer_or(value: Any) -> Any:
+    """A rule's value as the config model would give it: a JSON Pointer, or the keyword."""
+    return JsonPointer(value) if isinstance(value, str) and value.startswith("/") else value
 
 
 def decode_input(data: bytes) -> Case:
@@ -142,15 +148,22 @@ def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
 
 
 def run_pipeline(case: Case, chunks: list[bytes]) -> bytes:
+    """The wire, as the relay writes a decoded source: each output as it comes; a failure (a
+    documented :class:`StreamError`, kept by the decoder) ends it with its error event. Anything
+    raised instead is a finding."""
     converter = StreamConverter(case.config)
     decoder = body_decoder(case.framing, converter, case.max_line_bytes)
     out = [converter.start()]
-    try:
-        for chunk in chunks:
-            out.append(decoder.feed(chunk))
-        out.append(decoder.finish() + converter.end())
-    except StreamError as exc:  # the documented ones; anything else is a finding
-        out.append(exc.output + converter.error(exc.code, str(exc)))
+    for chunk in chunks:
+        out.append(decoder.feed(chunk))
+        if decoder.failure is not None:
+            break
+    else:
+        out.append(decoder.flush())
+    failure = decoder.failure
+    if failure is not None:
+        assert isinstance(failure, StreamError)
+        out.append(converter.error(failure.code, str(failure)))
     return b"".join(out)
 
 
@@ -332,11 +345,9 @@ def _expected_from_sse(case: Case) -> list[Expected]:
     state machine checks), each kept with its name, data and id, its retries kept."""
     parser = SSEParser(case.max_line_bytes)
     items: list[SSEEvent | SSERetry] = []
-    try:
-        items = parser.feed(case.body)
-        cut_off, failed = parser.in_event, False
-    except LineTooLong as exc:
-        items, cut_off, failed = exc.completed, False, True
+    items = parser.feed(case.body)
+    failed = parser.failure is not None
+    cut_off = parser.in_event and not failed
     out: list[Expected] = [("retry", 3000)]
     complete = case.rules[5] is None
     last_id = ""

@@ -12,20 +12,25 @@ import os
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .auth import add_auth
-from .config import HEALTH_PATH, METRICS_PATH, READY_PATH, GatewayConfig
-from .console import add_console_routes
+from .config import GatewayConfig
+from .console import add_console_routes, add_tap
 from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
-from .handlers import CLIENT_SESSION, CONFIG, STREAMS, json_errors, stream_handler
-from .logs import access_log
+from .errors import HTTPFailure, UpstreamFailure
+from .handlers import stream_handler
+from .logs import STREAM_RECORD, access_log
 from .metrics import GatewayMetrics
-from .resume import REPLAY_STORES, ReplayStore, open_store
+from .paths import HEALTH_PATH, METRICS_PATH, READY_PATH
+from .resume import ReplayStore, open_store
+from .state import CLIENT_SESSION, CONFIG, REPLAY_STORES, STREAMS
 from .streams import StreamRegistry
 
-__all__ = ["CONFIG", "STREAMS", "create_app", "make_runner"]
+__all__ = ["CONFIG", "STREAMS", "create_app", "json_errors", "make_runner"]
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -49,9 +54,12 @@ def create_app(config: GatewayConfig) -> web.Application:
     if config.server.demo:
         add_demo_routes(app)
     for route in config.routes:
+        handler = stream_handler(route)
+        if config.server.console_enabled:
+            handler = add_tap(handler)
         # CORS outermost: a 401 must reach an allowed page readably, and a preflight carries
         # no credential.
-        handler = add_cors(app, route, add_auth(route, stream_handler(route)))
+        handler = add_cors(app, route, add_auth(route, handler))
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
     return app
@@ -107,3 +115,48 @@ def make_runner(app: web.Application, keepalive_timeout: float = 75) -> web.AppR
         shutdown_timeout=1.0,
         keepalive_timeout=keepalive_timeout,
     )
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is JSON: ``{"error": {"code", "message"[, "upstream_status"]}}``."""
+    try:
+        return await handler(request)
+    except HTTPFailure as exc:
+        error: dict[str, object] = {"code": exc.code, "message": exc.message}
+        # No record on the paths the access log skips (health checks, metrics).
+        record = request.get(STREAM_RECORD)
+        if record is not None:
+            record.ended = exc.code
+        if isinstance(exc, UpstreamFailure):
+            error["upstream_status"] = exc.upstream_status
+            if record is not None:
+                record.upstream_status = exc.upstream_status
+        return web.json_response(
+            {"error": error}, status=exc.status, headers=exc.headers, dumps=_dumps
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_exception(request, exc)
+
+
+def _http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 404/405/...: the same JSON shape, its reason as the code."""
+    code = exc.reason.lower().replace(" ", "_").replace("-", "_")
+    record = request.get(STREAM_RECORD)
+    if record is not None:
+        record.ended = code
+    message = f"{request.method} {request.path}: {exc.reason}"
+    if "Allow" in exc.headers:
+        message += f" (allowed: {exc.headers['Allow']})"
+    return web.json_response(
+        {"error": {"code": code, "message": message}},
+        status=exc.status,
+        headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        dumps=_dumps,
+    )
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 
 from .config import AuthConfig, RouteConfig
 from .errors import HTTPFailure
+from .state import hide_query_param
 
 __all__ = ["Authenticator", "Unauthorized", "add_auth", "find_credential"]
 
@@ -122,6 +123,8 @@ def add_auth(route: RouteConfig, handler: Handler) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
         credential = find_credential(auth, request.headers, request.cookies, request.query)
         authenticator.check(credential)
+        if auth.query_param is not None:
+            hide_query_param(request, auth.query_param)  # ours: it never goes upstream
         return await handler(request)
 
     return checked

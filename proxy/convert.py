@@ -1,9 +1,10 @@
 """Upstream lines (or upstream SSE events) to the client's event-stream bytes, per route rules.
 
 Strategy: one :class:`StreamConverter` per client stream holds the little state a stream has (the
-line number, the ``sequence`` id) and turns a whole batch of lines into one ``bytes`` so the handler
-writes each upstream chunk once. Route rules (:class:`EventsConfig`) are read once, in
-``__init__``, into precomputed byte prefixes.
+line number, the ``sequence`` id) and turns a whole batch of lines into one ``bytes`` so the relay
+writes each upstream chunk once. The route's rules come as a plain frozen :class:`EventRules` (the
+config model makes one; nothing here imports it) and are read once, in ``__init__``, into
+precomputed byte prefixes.
 
 ``data: line`` without pointers is the hot path: the upstream bytes go out as they are, with no JSON
 parsing. They are still checked: a line that is not UTF-8 is decoded with replacement (the stream is
@@ -17,18 +18,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import orjson
 
-from .config import EventsConfig
-from .errors import LineTooLong, PointerNotFound, StreamError
-from .framing import LineFramer
+from .errors import PointerNotFound, StreamError
 from .pointer import JsonPointer
 from .redaction import redact
 from .sse import (
     SSEEvent,
-    SSEParser,
     SSERetry,
     encode_comment,
     encode_data,
@@ -42,14 +41,22 @@ _EVENT_HEAD_CACHE_SIZE: Final = 1024
 _CR: Final = 0x0D
 _LF: Final = 0x0A
 
-__all__ = [
-    "BodyDecoder",
-    "DocumentToEvent",
-    "EventsToEvents",
-    "LinesToEvents",
-    "StreamConverter",
-    "body_decoder",
-]
+__all__ = ["EventRules", "StreamConverter"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """How a route's upstream units become events (the ``events:`` options, already parsed)."""
+
+    event: str = "message"
+    event_from: JsonPointer | None = None
+    id: Literal["sequence", "none"] | JsonPointer = "sequence"
+    data: Literal["line"] | JsonPointer = "line"
+    end_event: str | None = "end"
+    error_event: str = "error"
+    retry: int | None = 3000
+    error_from: JsonPointer | None = None
+    complete_when: JsonPointer | None = None
 
 
 class _LineError(Exception):
@@ -82,7 +89,7 @@ class StreamConverter:
 
     def __init__(
         self,
-        rules: EventsConfig,
+        rules: EventRules,
         *,
         last_event_id: str | None = None,
         secrets: Collection[str] = (),
@@ -225,16 +232,16 @@ class StreamConverter:
         payload = orjson.dumps({"code": code, "message": message, **details})
         return encode_event(payload, event=self._error_event)
 
-    def end(self) -> bytes:
+    def end_event(self) -> bytes:
         """What the upstream's EOF becomes: the event that tells the client the stream is complete
-        (so it closes, not reconnects), or, for a stream cut short of its terminal line, an
-        ``incomplete`` error: a truncated answer must not pass for a whole one."""
+        (so it closes, not reconnects). A stream cut short of its terminal line raises
+        ``incomplete`` instead: a truncated answer must not pass for a whole one."""
         if not self._complete:
             assert self._complete_when is not None
-            return self.error(
-                "incomplete",
+            raise StreamError(
                 "the upstream stream ended without its terminal line "
                 f"({self._complete_when.text} true)",
+                code="incomplete",
             )
         return encode_event(b"", event=self._end_event) if self._end_event else b""
 
@@ -354,88 +361,3 @@ def _as_utf8(line: bytes) -> bytes:
     except UnicodeDecodeError:
         return line.decode("utf-8", "replace").encode("utf-8")
     return line
-
-
-class BodyDecoder(Protocol):
-    """Upstream body bytes in, client event-stream bytes out; ``finish()`` at the upstream's EOF."""
-
-    def feed(self, chunk: bytes) -> bytes: ...
-
-    def finish(self) -> bytes: ...
-
-
-class LinesToEvents:
-    """NDJSON, JSON Lines or JSON text sequences: one event per line."""
-
-    __slots__ = ("_converter", "_framer")
-
-    def __init__(self, converter: StreamConverter, max_line_bytes: int, *, json_seq: bool = False):
-        self._converter = converter
-        self._framer = LineFramer(max_line_bytes, json_seq=json_seq)
-
-    def feed(self, chunk: bytes) -> bytes:
-        try:
-            lines = self._framer.feed(chunk)
-        except LineTooLong as exc:
-            exc.output = self._converter.framed_lines(exc.completed)
-            raise
-        return self._converter.framed_lines(lines)
-
-    def finish(self) -> bytes:
-        return self._converter.framed_lines(self._framer.flush())
-
-
-class EventsToEvents:
-    """An upstream that already speaks SSE: parsed, bounded, and re-encoded."""
-
-    __slots__ = ("_converter", "_parser")
-
-    def __init__(self, converter: StreamConverter, max_line_bytes: int):
-        self._converter = converter
-        self._parser = SSEParser(max_line_bytes)
-
-    def feed(self, chunk: bytes) -> bytes:
-        try:
-            items = self._parser.feed(chunk)
-        except LineTooLong as exc:
-            exc.output = self._converter.sse(exc.completed)
-            raise
-        return self._converter.sse(items)
-
-    def finish(self) -> bytes:
-        cut_off = self._parser.in_event
-        self._parser.flush()
-        if cut_off:
-            raise StreamError(
-                "the upstream event stream ended in the middle of an event", code="incomplete_event"
-            )
-        return b""
-
-
-class DocumentToEvent:
-    """A plain ``application/json`` answer: the whole body, bounded, becomes one event."""
-
-    __slots__ = ("_body", "_converter", "_max_bytes")
-
-    def __init__(self, converter: StreamConverter, max_bytes: int):
-        self._converter = converter
-        self._max_bytes = max_bytes
-        self._body = bytearray()
-
-    def feed(self, chunk: bytes) -> bytes:
-        self._body += chunk
-        if len(self._body) > self._max_bytes:
-            raise LineTooLong(1, self._max_bytes)
-        return b""
-
-    def finish(self) -> bytes:
-        return self._converter.lines([bytes(self._body)])
-
-
-def body_decoder(framing: str, converter: StreamConverter, max_line_bytes: int) -> BodyDecoder:
-    """The decoder for a framing that :func:`proxy.upstream.choose_framing` picked."""
-    if framing == "sse":
-        return EventsToEvents(converter, max_line_bytes)
-    if framing == "json":
-        return DocumentToEvent(converter, max_line_bytes)
-    return LinesToEvents(converter, max_line_bytes, json_seq=framing == "json-seq")

@@ -11,6 +11,9 @@
         ├── BadRequest         400/413: the client's body or query cannot be used
         └── UpstreamFailure    502/504 or the upstream's own 4xx/5xx
 
+A decoder that meets a :class:`StreamError` returns what was complete before it and raises it on
+its next call, so an exception never carries partial output.
+
 Every error that reaches a client carries a stable ``code`` (snake_case) next to its message, so
 clients can branch on it without parsing English.
 """
@@ -18,7 +21,6 @@ clients can branch on it without parsing English.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 __all__ = [
     "BadRequest",
@@ -63,10 +65,6 @@ class StreamError(GatewayError):
         super().__init__(message)
         if code is not None:
             self.code = code
-        # What was complete before the failure (lines, events, then encoded bytes): the
-        # client gets all of it before the error event, so nothing is dropped on the way out.
-        self.completed: list[Any] = []
-        self.output = b""
 
 
 class LineTooLong(StreamError):

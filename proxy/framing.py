@@ -8,7 +8,8 @@ decodes it. ``flush()`` at end of input returns the last, unterminated line if t
 
 Every buffer has a bound: the pending partial line may never exceed ``max_line_bytes`` (plus one CR
 whose LF may still come), so a line that never ends raises :class:`LineTooLong` as soon as it is
-too long instead of growing without limit.
+too long instead of growing without limit. That call still returns the lines completed before the
+long one; the error is kept (``failure``) and raised by the next call, so it carries no lines.
 
 Line numbers count every physical line from 1, empty ones included, so that an error can point at
 the exact line of the upstream body.
@@ -34,7 +35,14 @@ class LineFramer:
     ``0x1E`` record separator is removed.
     """
 
-    __slots__ = ("_at_start", "_json_seq", "_lines_seen", "_max_line_bytes", "_pending")
+    __slots__ = (
+        "_at_start",
+        "_failure",
+        "_json_seq",
+        "_lines_seen",
+        "_max_line_bytes",
+        "_pending",
+    )
 
     def __init__(self, max_line_bytes: int, *, json_seq: bool = False) -> None:
         if max_line_bytes < 1:
@@ -44,6 +52,12 @@ class LineFramer:
         self._pending = bytearray()
         self._lines_seen = 0
         self._at_start = True
+        self._failure: LineTooLong | None = None
+
+    @property
+    def failure(self) -> LineTooLong | None:
+        """The line that was too long, once one was: every later call raises it."""
+        return self._failure
 
     @property
     def lines_seen(self) -> int:
@@ -57,6 +71,8 @@ class LineFramer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next chunk of input; return the lines it completes, in order."""
+        if self._failure is not None:
+            raise self._failure
         if not data:
             return []
         pieces = data.split(b"\n")
@@ -71,17 +87,15 @@ class LineFramer:
             lines = self._finish(pieces, may_have_cr)
         else:
             lines = []
-        if tail:
+        if tail and self._failure is None:
             self._pending += tail
-            try:
-                self._check_pending()
-            except LineTooLong as exc:
-                exc.completed = lines
-                raise
+            self._check_pending()
         return lines
 
     def flush(self) -> list[bytes]:
         """End of input: return the unterminated last line, if any."""
+        if self._failure is not None:
+            raise self._failure
         if not self._pending:
             return []
         last = bytes(self._pending)
@@ -102,10 +116,9 @@ class LineFramer:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > limit:
-                error = LineTooLong(self._lines_seen + index + 1, limit)
-                error.completed = lines[:index]
+                self._fail(LineTooLong(self._lines_seen + index + 1, limit))
                 self._lines_seen += index  # the completed ones count, as on every other path
-                raise error
+                return lines[:index]
             if self._json_seq and line.startswith(_RECORD_SEPARATOR):
                 line = line[1:]
             lines[index] = line
@@ -120,4 +133,8 @@ class LineFramer:
         limit = self._max_line_bytes
         # One byte of slack for a "\r" whose "\n" is still on its way.
         if size > limit + 1 or (size == limit + 1 and self._pending[-1] != 0x0D):
-            raise LineTooLong(self._lines_seen + 1, limit)
+            self._fail(LineTooLong(self._lines_seen + 1, limit))
+
+    def _fail(self, error: LineTooLong) -> None:
+        self._failure = error
+        self._pending.clear()  # nothing more is read: the bound holds from here on

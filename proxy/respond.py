@@ -1,29 +1,15 @@
-"""Writing to the client, shared by the plain relay and the resumable one: the event-stream
-headers, a response that counts what it sent, a write that turns a vanished client into
-:class:`ClientGone`, and the ``code``/``message`` of a failure told in-band."""
+"""The client's side of a stream: the event-stream headers, and a response that counts what it
+sent, turns a vanished client into :class:`ClientGone` and gives up on one that does not read."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from .config import RouteConfig
-from .errors import StreamError
-from .streams import shutting_down
-
-__all__ = [
-    "SSE_HEADERS",
-    "ClientGone",
-    "CountingResponse",
-    "read_chunk",
-    "send",
-    "stream_failure",
-    "upstream_gone",
-]
+__all__ = ["SSE_HEADERS", "ClientGone", "CountingResponse"]
 
 # Set together, always: the type EventSource requires, no caching, and no proxy buffering (nginx
 # honours X-Accel-Buffering). The stream is never compressed: compression buffers.
@@ -46,7 +32,8 @@ class CountingResponse(web.StreamResponse):
     """A stream response that counts the body bytes written (aiohttp's ``body_length`` is known
     only after the handler returns) and gives up on a client that stops reading: a write that
     stays blocked for ``write_timeout`` seconds cuts the connection (:class:`ClientGone`), so a
-    client that never reads holds neither a handler nor an upstream request for long."""
+    client that never reads holds neither a handler nor an upstream request for long. It is the
+    relay's sink for a client."""
 
     sent = 0
 
@@ -66,61 +53,24 @@ class CountingResponse(web.StreamResponse):
         return client is not None and bool(client.get_write_buffer_size())
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
         client = self._client
-        # Only a write that finds bytes still queued can block: the deadline is armed then.
-        if self._write_timeout is None or client is None or not self.may_block():
-            await super().write(data)
-        else:
-            try:
+        try:
+            # Only a write that finds bytes still queued can block: the deadline is armed then.
+            if self._write_timeout is None or client is None or not self.may_block():
+                await super().write(data)
+            else:
                 async with asyncio.timeout(self._write_timeout):
                     await super().write(data)
-            except TimeoutError:
-                client.abort()
-                raise ClientGone("write_timeout") from None
+        except TimeoutError:
+            assert client is not None
+            client.abort()
+            raise ClientGone("write_timeout") from None
+        except ConnectionResetError as exc:
+            raise ClientGone from exc
         self.sent += len(data)
 
-
-async def read_chunk(content: aiohttp.StreamReader) -> bytes:
-    """The next chunk of an upstream body (``b""`` at its end). aiohttp raises a bare
-    ``RuntimeError("Connection closed.")`` for a read after the connection went away while an
-    earlier read was cancelled (our heartbeat does that): it is the upstream closing."""
-    try:
-        return await content.readany()
-    except RuntimeError as exc:
-        if str(exc) != "Connection closed.":
-            raise
-        raise aiohttp.ClientPayloadError("the upstream connection closed") from exc
-
-
-def upstream_gone(upstream: aiohttp.ClientResponse) -> bool:
-    """The upstream connection closed before the body ended, without waking a pending read."""
-    connection = upstream.connection
-    return not upstream.content.is_eof() and (connection is None or connection.transport is None)
-
-
-async def send(response: web.StreamResponse, data: bytes) -> None:
-    if not data:
-        return
-    try:
-        await response.write(data)
-    except ConnectionResetError as exc:
-        raise ClientGone from exc
-
-
-def stream_failure(
-    exc: BaseException, route: RouteConfig, *, draining: bool, out_of_time: bool
-) -> tuple[str, str]:
-    """The ``code`` and ``message`` of the error event for a failure after the stream started."""
-    if draining:  # the drain closed the upstream: that is the reason, not the error
-        return shutting_down().code, shutting_down().message
-    if out_of_time:
-        return "max_duration", f"the stream reached its maximum of {route.limits.max_duration} s"
-    if isinstance(exc, StreamError):
-        return exc.code, str(exc)
-    if isinstance(exc, TimeoutError):
-        return "upstream_timeout", f"the upstream sent nothing for {route.timeouts.read} s"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        # aiohttp's text ("Response payload is not completed: <TransferEncodingError: 400, ...")
-        # shows a parser status that looks like an HTTP one; say what happened instead.
-        return "upstream_closed", "the upstream connection closed before the body was complete"
-    return "upstream_error", f"the upstream failed mid-stream: {exc or type(exc).__name__}"
+    async def write_last(self, data: bytes) -> None:
+        """The stream's last bytes (its end or error event); the handler then returns."""
+        await self.write(data)

@@ -9,7 +9,8 @@ Parsing strategy: h11-style, no I/O. ``feed(bytes)`` returns the events (and ``r
 bytes complete; ``flush()`` at end of input. Lines are cut on bytes (CRLF, LF or a lone CR; a CR at
 the end of a chunk waits to see whether an LF follows), then each line is decoded as UTF-8 with
 replacement, as browsers do. Every buffer has a bound: a line, or an event's accumulated data,
-longer than ``max_bytes`` raises :class:`LineTooLong`.
+longer than ``max_bytes`` is a :class:`LineTooLong`: that call returns what was complete before it,
+and the next call raises it (``failure``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class SSEParser:
         "_data",
         "_data_bytes",
         "_event_type",
+        "_failure",
         "_id_buffer",
         "_last_event_id",
         "_max_bytes",
@@ -137,6 +139,12 @@ class SSEParser:
         self._id_buffer = ""
         self._last_event_id = ""
         self._started_event = False
+        self._failure: LineTooLong | None = None
+
+    @property
+    def failure(self) -> LineTooLong | None:
+        """The line or event that was too long, once one was: every later call raises it."""
+        return self._failure
 
     @property
     def last_event_id(self) -> str:
@@ -150,6 +158,8 @@ class SSEParser:
 
     def feed(self, data: bytes) -> list[SSEEvent | SSERetry]:
         """Take the next chunk of the stream; return what it completes, in order."""
+        if self._failure is not None:
+            raise self._failure
         if not data:
             return []
         if self._skip_lf:
@@ -169,8 +179,8 @@ class SSEParser:
         try:
             self._scan(buffer, out)
         except LineTooLong as exc:
-            exc.completed = out
-            raise
+            self._failure = exc
+            self._pending.clear()
         return out
 
     def _scan(self, buffer: bytearray, out: list[SSEEvent | SSERetry]) -> None:
@@ -210,6 +220,8 @@ class SSEParser:
     def flush(self) -> list[SSEEvent | SSERetry]:
         """End of input. As in browsers, an event not ended by a blank line is not dispatched;
         ``in_event`` tells the caller that one was cut off."""
+        if self._failure is not None:
+            raise self._failure
         self._pending.clear()
         self._skip_lf = False
         return []

@@ -3,46 +3,76 @@
 Strategy: every stream is admitted before its upstream request (so a refused one costs nothing
 upstream) and released when its handler ends, whatever the way. Admission is where the two limits
 and the drain say no, each with a 503 and ``Retry-After`` that tells a client (or a load balancer)
-to try again, elsewhere if it can. Draining marks every open stream as stopping and closes its
-upstream response: the handler's pump ends at once, and the handler, seeing ``stopping``, tells
-the client ``shutting_down`` instead of ``end``, so it reconnects (with its ``Last-Event-ID``) to
-another replica rather than believing the answer was whole.
+to try again, elsewhere if it can.
+
+Stopping is a reason, not an exception: :meth:`StopSignal.stop` takes a :class:`StopReason` (a
+code and a message: the drain's ``shutting_down``, ``max_duration``, ``abandoned``, a client's
+cancel) and wakes whoever reads the stream's source (it closes the upstream response); the relay,
+finding a reason, ends the stream with it as its error event. The drain stops every open stream
+with ``shutting_down``, so a client reconnects (with its ``Last-Event-ID``) to another replica
+rather than believing the answer was whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Final, Protocol
-
-import aiohttp
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
 from .errors import HTTPFailure
 
-__all__ = ["OpenStream", "StreamRegistry", "shutting_down"]
+__all__ = ["SHUTTING_DOWN", "OpenStream", "StopReason", "StopSignal", "StreamRegistry"]
 
 RETRY_AFTER_SECONDS: Final = 1
 
 
-class OpenStream:
-    __slots__ = ("_client", "_upstream", "route", "stopping")
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why a stream was told to stop: the ``code`` and ``message`` of its last (error) event."""
+
+    code: str
+    message: str
+
+
+SHUTTING_DOWN: Final = StopReason(
+    "shutting_down", "this gateway is shutting down; retry, and another replica will answer"
+)
+
+
+class StopSignal:
+    """A stream's stop: the first reason given wins, and wakes the reader of its source."""
+
+    __slots__ = ("_wake", "reason")
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self._wake: Callable[[], None] | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+            if self._wake is not None:
+                self._wake()
+
+    def on_stop(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (close the upstream) when the stream is told to stop. A stream stopped
+        before its upstream answered is refused like a new one (503 ``shutting_down``)."""
+        if self.reason is not None:
+            raise _refused(self.reason)
+        self._wake = wake
+
+
+class OpenStream(StopSignal):
+    """A client's stream, admitted: its route and the client's connection."""
+
+    __slots__ = ("_client", "route")
 
     def __init__(self, route: str, client: asyncio.BaseTransport | None = None) -> None:
+        super().__init__()
         self.route = route
-        self.stopping = False
-        self._upstream: aiohttp.ClientResponse | None = None
         self._client = client
-
-    def attach(self, upstream: aiohttp.ClientResponse) -> None:
-        """The upstream response to close if the gateway drains before the stream ends."""
-        if self.stopping:
-            raise shutting_down()
-        self._upstream = upstream
-
-    def stop(self) -> None:
-        self.stopping = True
-        if self._upstream is not None:
-            self._upstream.close()
 
     def abort(self) -> None:
         """Cut the client's connection: a handler blocked on a client that does not read is
@@ -51,16 +81,12 @@ class OpenStream:
             self._client.abort()  # type: ignore[attr-defined]
 
 
-class Stoppable(Protocol):
-    def stop(self, code: str, message: str) -> None: ...
-
-
 class StreamRegistry:
     def __init__(self, max_streams: int | None) -> None:
         self._max_streams = max_streams
         self._open: set[OpenStream] = set()
         # Producers of resumable streams: they outlive the request that started them.
-        self._producers: dict[asyncio.Task[None], Stoppable] = {}
+        self._producers: dict[asyncio.Task[None], StopSignal] = {}
         self._per_route: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,7 +96,7 @@ class StreamRegistry:
         self, route: str, route_max: int | None, client: asyncio.BaseTransport | None = None
     ) -> OpenStream:
         if self.draining:
-            raise shutting_down()
+            raise _refused(SHUTTING_DOWN)
         if self._max_streams is not None and len(self._open) >= self._max_streams:
             raise _too_many(f"the gateway has its maximum of {self._max_streams} open streams")
         if route_max is not None and self._per_route[route] >= route_max:
@@ -90,18 +116,21 @@ class StreamRegistry:
     def open_streams(self, route: str | None = None) -> int:
         return len(self._open) if route is None else self._per_route[route]
 
-    def add_producer(self, producer: Stoppable, task: asyncio.Task[None]) -> None:
-        self._producers[task] = producer
+    def add_producer(self, stop: StopSignal, task: asyncio.Task[None]) -> None:
+        """A task that reads an upstream for no one request (a resumable stream's producer)."""
+        self._producers[task] = stop
+        if self.draining:
+            stop.stop(SHUTTING_DOWN)
         task.add_done_callback(self._producers.pop)
 
     def drain(self) -> int:
         """Refuse new streams and stop the open ones; the number stopped."""
         self.draining = True
         for producer in self._producers.values():
-            producer.stop(shutting_down().code, shutting_down().message)
+            producer.stop(SHUTTING_DOWN)
         stopping = list(self._open)
         for stream in stopping:
-            stream.stop()
+            stream.stop(SHUTTING_DOWN)
         return len(stopping)
 
     def abort(self) -> int:
@@ -114,7 +143,7 @@ class StreamRegistry:
     async def close_producers(self) -> None:
         """At the app's cleanup: every producer stopped and awaited."""
         for producer in self._producers.values():
-            producer.stop(shutting_down().code, shutting_down().message)
+            producer.stop(SHUTTING_DOWN)
         tasks = list(self._producers)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
@@ -131,16 +160,11 @@ class StreamRegistry:
         return True
 
 
-def shutting_down() -> HTTPFailure:
+def _refused(reason: StopReason) -> HTTPFailure:
     return HTTPFailure(
-        503,
-        "shutting_down",
-        "this gateway is shutting down; retry, and another replica will answer",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        503, reason.code, reason.message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
 
 
 def _too_many(message: str) -> HTTPFailure:
-    return HTTPFailure(
-        503, "too_many_streams", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
+    return _refused(StopReason("too_many_streams", message))

@@ -8,14 +8,16 @@ from chunking import CHUNKERS
 
 from proxy.config import EventsConfig
 from proxy.console.tap import RAW_TEXT_LIMIT, TAP_EVENT, TappedConverter
-from proxy.convert import StreamConverter, body_decoder
+from proxy.convert import StreamConverter
+from proxy.decoders import body_decoder
 from proxy.sse import SSEEvent, SSEParser
 
 
 def run(chunks: list[bytes], framing: str = "ndjson", converter_class=TappedConverter, **rules):
-    converter = converter_class(EventsConfig(**rules))
+    rules.setdefault("end_event", None)  # the tap's events only
+    converter = converter_class(EventsConfig(**rules).rules)
     decoder = body_decoder(framing, converter, 1 << 20)
-    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.finish()
+    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.flush()
     return [e for e in SSEParser().feed(wire) if isinstance(e, SSEEvent)]
 
 

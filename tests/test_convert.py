@@ -9,20 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.config import EventsConfig
-from proxy.convert import (
-    DocumentToEvent,
-    EventsToEvents,
-    LinesToEvents,
-    StreamConverter,
-    body_decoder,
-)
+from proxy.convert import StreamConverter
+from proxy.decoders import DocumentToEvent, EventsToEvents, LinesToEvents, body_decoder
 from proxy.errors import LineTooLong, StreamError
 from proxy.sse import SSEEvent, SSEParser, SSERetry
 
 
 def convert(chunks: list[bytes], framing: str = "ndjson", max_line_bytes: int = 1024, **rules):
-    decoder = body_decoder(framing, StreamConverter(EventsConfig(**rules)), max_line_bytes)
-    return b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.finish()
+    """The events ``chunks`` become, less the end event (its tests are below); a failure other
+    than ``incomplete`` (also below) is raised, as the decoder's next call would."""
+    rules.setdefault("end_event", None)
+    decoder = body_decoder(framing, StreamConverter(EventsConfig(**rules).rules), max_line_bytes)
+    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.flush()
+    if decoder.failure is not None and decoder.failure.code != "incomplete":
+        raise decoder.failure
+    return wire
 
 
 def error_data(wire: bytes) -> dict:
@@ -109,13 +110,13 @@ def test_line_mode_case_at_random_split_points(raw, rules, wire, data):
 
 
 def test_line_mode_never_parses_json():
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     assert not converter.needs_json
     assert converter.lines([b"not json"]) == b"id: 1\ndata: not json\n\n"
 
 
 def test_sequence_counts_events_not_lines():
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     converter.lines([b"a", b"", b"b"])
     assert converter.sequence == 2
 
@@ -133,12 +134,12 @@ def test_sequence_counts_events_not_lines():
     ],
 )
 def test_sequence_goes_on_from_a_reconnecting_clients_last_event_id(last_event_id, first_id):
-    converter = StreamConverter(EventsConfig(), last_event_id=last_event_id)
+    converter = StreamConverter(EventsConfig().rules, last_event_id=last_event_id)
     assert converter.lines([b"a"]) == b"id: " + first_id + b"\ndata: a\n\n"
 
 
 def test_sequence_continues_across_batches():
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     assert converter.lines([b"a"]) == b"id: 1\ndata: a\n\n"
     assert converter.lines([]) == b""
     assert converter.lines([b"b"]) == b"id: 2\ndata: b\n\n"
@@ -348,7 +349,7 @@ def test_whitespace_lines_count_for_line_numbers_in_json_mode():
 
 
 def test_error_event_uses_the_routes_error_event_name():
-    converter = StreamConverter(EventsConfig(data="/m", error_event="oops"))
+    converter = StreamConverter(EventsConfig(data="/m", error_event="oops").rules)
     wire = converter.lines([b"nope"])
     assert wire.startswith(b"event: oops\ndata: {")
 
@@ -357,32 +358,39 @@ def test_error_event_uses_the_routes_error_event_name():
 
 
 def test_start_sends_the_routes_retry():
-    assert StreamConverter(EventsConfig()).start() == b"retry: 3000\n\n"
-    assert StreamConverter(EventsConfig(retry=250)).start() == b"retry: 250\n\n"
+    assert StreamConverter(EventsConfig().rules).start() == b"retry: 3000\n\n"
+    assert StreamConverter(EventsConfig(retry=250).rules).start() == b"retry: 250\n\n"
 
 
 def test_start_sends_nothing_without_retry():
-    assert StreamConverter(EventsConfig(retry=None)).start() == b""
+    assert StreamConverter(EventsConfig(retry=None).rules).start() == b""
 
 
 def test_end_is_an_end_event_with_empty_data():
-    assert StreamConverter(EventsConfig()).end() == b"event: end\ndata:\n\n"
-    assert StreamConverter(EventsConfig(end_event="done")).end() == b"event: done\ndata:\n\n"
+    assert StreamConverter(EventsConfig().rules).end_event() == b"event: end\ndata:\n\n"
+    done = StreamConverter(EventsConfig(end_event="done").rules)
+    assert done.end_event() == b"event: done\ndata:\n\n"
 
 
 def test_end_sends_nothing_when_the_route_has_no_end_event():
-    assert StreamConverter(EventsConfig(end_event=None)).end() == b""
+    assert StreamConverter(EventsConfig(end_event=None).rules).end_event() == b""
+
+
+def test_flush_ends_with_the_end_event_after_the_last_line():
+    decoder = body_decoder("ndjson", StreamConverter(EventsConfig().rules), 64)
+    assert decoder.feed(b"a\nb") == b"id: 1\ndata: a\n\n"
+    assert decoder.flush() == b"id: 2\ndata: b\n\nevent: end\ndata:\n\n"
 
 
 def test_error_is_json_data_with_code_and_message():
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     assert converter.error("upstream_timeout", "no data for 60 s", line=3) == (
         b'event: error\ndata: {"code":"upstream_timeout","message":"no data for 60 s","line":3}\n\n'
     )
 
 
 def test_error_message_with_line_breaks_cannot_forge_framing():
-    wire = StreamConverter(EventsConfig()).error("x", "a\n\ndata: forged")
+    wire = StreamConverter(EventsConfig().rules).error("x", "a\n\ndata: forged")
     assert wire == b'event: error\ndata: {"code":"x","message":"a\\n\\ndata: forged"}\n\n'
 
 
@@ -420,70 +428,78 @@ def test_sse_passthrough_does_not_depend_on_chunking(chunker):
 
 
 def test_sse_passthrough_counts_events_sent():
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     converter.sse([SSERetry(1), SSEEvent("a"), SSEEvent("b")])
     assert converter.sequence == 2
 
 
 def test_sse_upstream_that_stops_mid_event_raises_incomplete_event():
-    decoder = EventsToEvents(StreamConverter(EventsConfig()), 1024)
+    decoder = EventsToEvents(StreamConverter(EventsConfig().rules), 1024)
     assert decoder.feed(b"data: a\n\ndata: b\n") == b"data: a\n\n"
+    assert decoder.flush() == b""
     with pytest.raises(StreamError) as caught:
-        decoder.finish()
+        decoder.flush()
+    assert caught.value is decoder.failure
     assert caught.value.code == "incomplete_event"
     assert not isinstance(caught.value, LineTooLong)
 
 
 def test_sse_upstream_that_ends_between_events_finishes_cleanly():
-    decoder = EventsToEvents(StreamConverter(EventsConfig()), 1024)
+    decoder = EventsToEvents(StreamConverter(EventsConfig().rules), 1024)
     decoder.feed(b"data: a\n\n")
-    assert decoder.finish() == b""
+    assert decoder.flush() == b"event: end\ndata:\n\n"
+    assert decoder.failure is None
 
 
-def test_sse_line_too_long_carries_the_events_before_it():
-    decoder = EventsToEvents(StreamConverter(EventsConfig()), 16)
-    with pytest.raises(LineTooLong) as caught:
-        decoder.feed(b"id: 1\ndata: a\n\ndata: " + b"x" * 20 + b"\n\n")
-    assert caught.value.output == b"id: 1\ndata: a\n\n"
+def test_sse_line_too_long_returns_the_events_before_it_and_the_next_call_raises():
+    decoder = EventsToEvents(StreamConverter(EventsConfig().rules), 16)
+    assert decoder.feed(b"id: 1\ndata: a\n\ndata: " + b"x" * 20 + b"\n\n") == (
+        b"id: 1\ndata: a\n\n"
+    )
+    with pytest.raises(LineTooLong):
+        decoder.feed(b"data: b\n\n")
 
 
 # -- limits and decoders ---------------------------------------------------------------------------
 
 
-def test_lines_line_too_long_carries_the_events_of_the_lines_before_it():
-    decoder = LinesToEvents(StreamConverter(EventsConfig()), 16)
-    with pytest.raises(LineTooLong) as caught:
-        decoder.feed(b'{"a":1}\n\n{"b":2}\n' + b"x" * 20 + b"\n{}\n")
-    assert caught.value.output == b'id: 1\ndata: {"a":1}\n\nid: 2\ndata: {"b":2}\n\n'
-    assert caught.value.line_number == 4
+def test_lines_line_too_long_returns_the_events_of_the_lines_before_it():
+    decoder = LinesToEvents(StreamConverter(EventsConfig().rules), 16)
+    output = decoder.feed(b'{"a":1}\n\n{"b":2}\n' + b"x" * 20 + b"\n{}\n")
+    assert output == b'id: 1\ndata: {"a":1}\n\nid: 2\ndata: {"b":2}\n\n'
+    assert isinstance(decoder.failure, LineTooLong)
+    assert decoder.failure.line_number == 4
+    with pytest.raises(LineTooLong):
+        decoder.flush()
 
 
-def test_lines_line_too_long_on_a_partial_line_carries_the_lines_before_it():
-    decoder = LinesToEvents(StreamConverter(EventsConfig(data="/a")), 16)
+def test_lines_line_too_long_on_a_partial_line_returns_the_lines_before_it():
+    decoder = LinesToEvents(StreamConverter(EventsConfig(data="/a").rules), 16)
+    assert decoder.feed(b'{"a":1}\n' + b"x" * 20) == b"id: 1\ndata: 1\n\n"
     with pytest.raises(LineTooLong) as caught:
-        decoder.feed(b'{"a":1}\n' + b"x" * 20)
-    assert caught.value.output == b"id: 1\ndata: 1\n\n"
+        decoder.feed(b"\n")
     assert caught.value.line_number == 2
 
 
 def test_document_becomes_one_event():
-    decoder = DocumentToEvent(StreamConverter(EventsConfig(data="/message/content")), 1024)
+    decoder = DocumentToEvent(StreamConverter(EventsConfig(data="/message/content").rules), 1024)
     assert decoder.feed(b'{"message":') == b""
     assert decoder.feed(b'{"content":"hi"}}') == b""
-    assert decoder.finish() == b"id: 1\ndata: hi\n\n"
+    assert decoder.flush() == b"id: 1\ndata: hi\n\nevent: end\ndata:\n\n"
 
 
 def test_document_of_exactly_the_limit_passes():
-    decoder = DocumentToEvent(StreamConverter(EventsConfig()), 8)
+    decoder = DocumentToEvent(StreamConverter(EventsConfig().rules), 8)
     decoder.feed(b'{"a":12}')
-    assert decoder.finish() == b'id: 1\ndata: {"a":12}\n\n'
+    assert decoder.flush() == b'id: 1\ndata: {"a":12}\n\nevent: end\ndata:\n\n'
 
 
 def test_document_over_the_limit_raises_line_too_long():
-    decoder = DocumentToEvent(StreamConverter(EventsConfig()), 8)
+    decoder = DocumentToEvent(StreamConverter(EventsConfig().rules), 8)
     decoder.feed(b'{"a":')
+    assert decoder.feed(b"123}") == b""
     with pytest.raises(LineTooLong) as caught:
-        decoder.feed(b"123}")
+        decoder.flush()
     assert caught.value.line_number == 1
     assert caught.value.limit == 8
 
@@ -513,7 +529,7 @@ def test_pretty_printed_document_cannot_forge_event_framing():
     ],
 )
 def test_body_decoder_picks_the_decoder_for_the_framing(framing, kind):
-    assert isinstance(body_decoder(framing, StreamConverter(EventsConfig()), 64), kind)
+    assert isinstance(body_decoder(framing, StreamConverter(EventsConfig().rules), 64), kind)
 
 
 def test_json_seq_decoder_strips_separators_but_ndjson_does_not():
@@ -560,10 +576,13 @@ def test_line_mode_gives_one_event_per_non_blank_line_whatever_the_bytes(lines):
 
 
 def finish(chunks: list[bytes], framing: str = "ndjson", **rules) -> tuple[bytes, bool]:
-    converter = StreamConverter(EventsConfig(**rules))
+    """The wire as the relay writes it: the events, then the end event or the failure's."""
+    converter = StreamConverter(EventsConfig(**rules).rules)
     decoder = body_decoder(framing, converter, 1024)
-    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.finish()
-    return wire + converter.end(), converter.complete
+    wire = b"".join(decoder.feed(chunk) for chunk in chunks) + decoder.flush()
+    if decoder.failure is not None:
+        wire += converter.error(decoder.failure.code, str(decoder.failure))
+    return wire, converter.complete
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ def frame(chunks: list[bytes], max_line_bytes: int = 64, *, json_seq: bool = Fal
 def frame_until_error(
     chunks: list[bytes], max_line_bytes: int
 ) -> tuple[list[bytes], LineTooLong | None]:
-    """Every line the caller got before the framer gave up (returned, then ``.completed``)."""
+    """Every line the caller got before the framer gave up: each call returns what it completed,
+    the failure is kept, and the call after it raises it."""
     framer = LineFramer(max_line_bytes)
     lines: list[bytes] = []
     try:
@@ -32,8 +33,12 @@ def frame_until_error(
             lines += framer.feed(chunk)
         lines += framer.flush()
     except LineTooLong as exc:
-        return lines + exc.completed, exc
-    return lines, None
+        raised = exc
+    else:
+        raised = None
+    # The call that met it returned what was complete; the next one raised it.
+    assert raised is None or raised is framer.failure
+    return lines, framer.failure
 
 
 # (input, framer options, lines); every case runs whole, byte by byte and at random splits.
@@ -202,16 +207,25 @@ def test_line_over_the_limit_raises_the_same_at_random_split_points(
     assert lines == before
 
 
-def test_line_too_long_is_a_stream_error():
+def test_line_too_long_is_a_stream_error_raised_by_the_next_call():
+    framer = LineFramer(2)
+    assert framer.feed(b"abc\n") == []
+    assert isinstance(framer.failure, StreamError)
     with pytest.raises(StreamError):
-        LineFramer(2).feed(b"abc\n")
+        framer.feed(b"d\n")
+    with pytest.raises(StreamError):
+        framer.flush()
 
 
 def test_partial_line_over_the_limit_raises_before_any_lf_arrives():
     framer = LineFramer(8)
     assert framer.feed(b"x" * 8) == []
+    assert framer.feed(b"x") == []
+    assert framer.failure is not None
+    assert framer.failure.line_number == 1
+    assert framer.pending_bytes == 0
     with pytest.raises(LineTooLong) as caught:
-        framer.feed(b"x")
+        framer.feed(b"\n")
     assert caught.value.line_number == 1
 
 
@@ -226,32 +240,32 @@ def test_partial_line_of_the_limit_and_a_cr_waits_for_its_lf():
 def test_partial_line_of_the_limit_and_a_cr_then_more_raises():
     framer = LineFramer(4)
     framer.feed(b"abcd\r")
+    assert framer.feed(b"x") == []
     with pytest.raises(LineTooLong):
-        framer.feed(b"x")
+        framer.flush()
 
 
-def test_completed_holds_the_lines_before_the_bad_one_in_the_same_feed():
+def test_the_feed_that_meets_a_long_line_returns_the_lines_before_it_and_the_next_raises():
     framer = LineFramer(5)
     assert framer.feed(b"zero\n") == [b"zero"]
+    assert framer.feed(b"one\r\n\ntwo\n" + b"x" * 10 + b"\nthree\n") == [b"one", b"", b"two"]
     with pytest.raises(LineTooLong) as caught:
-        framer.feed(b"one\r\n\ntwo\n" + b"x" * 10 + b"\nthree\n")
-    assert caught.value.completed == [b"one", b"", b"two"]
+        framer.feed(b"four\n")
     assert caught.value.line_number == 5
 
 
-def test_completed_holds_the_lines_before_an_unterminated_bad_line():
+def test_the_lines_before_an_unterminated_long_line_are_returned_and_flush_raises():
     framer = LineFramer(5)
+    assert framer.feed(b"one\ntwo\n" + b"x" * 10) == [b"one", b"two"]
     with pytest.raises(LineTooLong) as caught:
-        framer.feed(b"one\ntwo\n" + b"x" * 10)
-    assert caught.value.completed == [b"one", b"two"]
+        framer.flush()
     assert caught.value.line_number == 3
 
 
-def test_completed_lines_have_json_seq_separators_stripped():
+def test_the_lines_returned_before_a_long_line_have_json_seq_separators_stripped():
     framer = LineFramer(5, json_seq=True)
-    with pytest.raises(LineTooLong) as caught:
-        framer.feed(b"\x1e1\n\x1e2\r\n" + b"x" * 10 + b"\n")
-    assert caught.value.completed == [b"1", b"2"]
+    assert framer.feed(b"\x1e1\n\x1e2\r\n" + b"x" * 10 + b"\n") == [b"1", b"2"]
+    assert framer.failure is not None
 
 
 def test_bom_does_not_count_against_the_line_limit_whatever_the_chunking():
@@ -276,8 +290,8 @@ def test_pending_bytes_never_exceed_the_limit_plus_one(raw, limit, data):
             lines += framer.feed(chunk)
             assert framer.pending_bytes <= limit + 1
         lines += framer.flush()
-    except LineTooLong as exc:
-        lines += exc.completed
+    except LineTooLong:
+        pass
     assert all(len(line) <= limit for line in lines)
 
 

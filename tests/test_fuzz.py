@@ -28,7 +28,8 @@ from hypothesis.stateful import (
 
 from fuzz import fuzz_stream, stream_target
 from proxy.config import EventsConfig
-from proxy.convert import StreamConverter, body_decoder
+from proxy.convert import StreamConverter
+from proxy.decoders import body_decoder
 from proxy.errors import LineTooLong, StreamError
 from proxy.framing import LineFramer
 from proxy.sse import SSEEvent, SSEParser, SSERetry
@@ -83,16 +84,16 @@ class LineFramerMachine(RuleBasedStateMachine):
 
     def _step(self, call, *, final: bool) -> None:
         lines, bad, _held = reference_frame(self.fed, self.limit, self.json_seq, final=final)
-        error: LineTooLong | None = None
-        try:
-            got = call()
-        except LineTooLong as exc:
-            error = exc
+        got = call()  # a failure is kept by the call that meets it, and raised by the next
+        error = self.framer.failure
         if error is not None:
             # Documented: every line before the bad one reaches the caller (returned earlier, or
-            # in .completed), the error names the bad line, and the stream ends there.
+            # by this call), the error names the bad line, and the stream ends there.
             assert bad is not None, f"unexpected LineTooLong on {self.fed!r}"
-            assert self.out + error.completed == lines
+            assert self.out + got == lines
+            with pytest.raises(LineTooLong) as again:
+                self.framer.feed(b"\n")
+            assert again.value is error
             assert error.line_number == bad
             assert error.limit == self.limit
             assert error.code == "line_too_long"
@@ -123,12 +124,22 @@ class LineFramerMachine(RuleBasedStateMachine):
         if not self.failed:
             assert self.framer.flush() == [], "a second flush returned lines again"
 
+    @precondition(lambda self: not self.failed)
     @rule()
     def empty_feed_is_harmless(self):
-        # Anywhere, after the end or an error too: an empty chunk returns nothing, changes nothing.
+        # Anywhere, after the end too: an empty chunk returns nothing, changes nothing.
         held = self.framer.pending_bytes
         assert self.framer.feed(b"") == []
         assert self.framer.pending_bytes == held
+
+    @precondition(lambda self: self.failed)
+    @rule(chunk=framer_chunk)
+    def after_a_failure_every_call_raises_it(self, chunk):
+        with pytest.raises(LineTooLong) as caught:
+            self.framer.feed(chunk)
+        assert caught.value is self.framer.failure
+        with pytest.raises(LineTooLong):
+            self.framer.flush()
 
     @invariant()
     def lines_and_held_bytes_match_the_reference(self):
@@ -150,8 +161,9 @@ def test_lines_seen_after_line_too_long_counts_every_line_before_the_bad_one():
     counts = []
     for raw in (b"one\ntwo\n" + b"x" * 10 + b"\n", b"one\ntwo\n" + b"x" * 10):
         framer = LineFramer(5)
+        assert framer.feed(raw) == [b"one", b"two"]
         with pytest.raises(LineTooLong) as caught:
-            framer.feed(raw)
+            framer.flush()
         assert caught.value.line_number == 3
         counts.append(framer.lines_seen)
     assert counts == [2, 2]
@@ -274,24 +286,33 @@ class SSEParserMachine(RuleBasedStateMachine):
     def feed(self, chunk):
         self.fed += chunk
         items, _last_id, _in_event, over = reference_sse(self.fed, self.max_bytes)
-        error: LineTooLong | None = None
-        try:
-            self.out += self.parser.feed(chunk)
-        except LineTooLong as exc:
-            error = exc
+        got = self.parser.feed(chunk)  # a failure is kept here, and raised by the next call
+        error = self.parser.failure
+        self.out += got
         if error is not None:
             assert over, f"unexpected LineTooLong on {self.fed!r}"
-            assert self.out + error.completed == items
+            assert self.out == items
+            with pytest.raises(LineTooLong) as again:
+                self.parser.flush()
+            assert again.value is error
             assert (error.line_number, error.limit) == (None, self.max_bytes)
             self.ended = True
             return
         assert not over, f"{self.fed!r} is over the bound {self.max_bytes} and was accepted"
 
+    @precondition(lambda self: self.parser.failure is None)
     @rule()
     def empty_feed_is_harmless(self):
         in_event = self.parser.in_event
         assert self.parser.feed(b"") == []
         assert self.parser.in_event == in_event
+
+    @precondition(lambda self: self.parser.failure is not None)
+    @rule(chunk=sse_chunk)
+    def after_a_failure_every_call_raises_it(self, chunk):
+        with pytest.raises(LineTooLong) as caught:
+            self.parser.feed(chunk)
+        assert caught.value is self.parser.failure
 
     @precondition(lambda self: not self.ended)
     @rule(before=sse_chunk, after=sse_chunk)
@@ -529,9 +550,7 @@ def test_no_upstream_value_forges_sse_framing(rules, lines, separator, framing, 
     ],
 )
 @pytest.mark.parametrize("rules", COMBINATIONS[:: len(COMBINATIONS) // 8])
-def test_a_first_line_that_starts_with_a_bom_is_read_without_it_even_with_no_body_bom(
-    rules, lines
-):
+def test_a_first_line_that_starts_with_a_bom_is_read_without_it_even_with_no_body_bom(rules, lines):
     """Hypothesis found it: the framer cannot tell the body's BOM from a first line's own, so the
     first line loses it either way, and what the client reads must say so."""
     assert_no_forgery(rules, lines, b"\n", "ndjson", False, None)
@@ -548,11 +567,12 @@ def assert_no_forgery(
     intended = intended_events(
         [line for line, _ in read_lines], [document for _, document in read_lines], rules
     )
-    converter = StreamConverter(EventsConfig(**rules))
+    converter = StreamConverter(EventsConfig(**rules).rules)
     decoder = body_decoder(framing, converter, 1 << 20)
     chunks = [body] if upstream_chunks is None else upstream_chunks
-    wire = converter.start() + b"".join(map(decoder.feed, chunks)) + decoder.finish()
-    wire += converter.end()
+    wire = converter.start() + b"".join(map(decoder.feed, chunks)) + decoder.flush()
+    if decoder.failure is not None:  # incomplete: as the relay writes it
+        wire += converter.error(decoder.failure.code, str(decoder.failure))
     stream_target.check_wire(wire)
     for chunks_read in ([wire], client_chunks or [wire]):
         parser = SSEParser()
@@ -585,14 +605,11 @@ def test_upstream_sse_events_come_out_the_same_after_re_encoding(raw, data):
     reference = SSEParser()
     meant = reference.feed(upstream)
     cut_off = reference.in_event
-    converter = StreamConverter(EventsConfig())
+    converter = StreamConverter(EventsConfig().rules)
     decoder = body_decoder("sse", converter, 1 << 20)
     wire = converter.start() + b"".join(map(decoder.feed, data.draw(splits(upstream))))
-    error: StreamError | None = None
-    try:
-        wire += decoder.finish() + converter.end()
-    except StreamError as exc:
-        error = exc
+    wire += decoder.flush()
+    error: StreamError | None = decoder.failure
     if error is not None:
         wire += converter.error(error.code, str(error))
     assert (error.code if error else None) == ("incomplete_event" if cut_off else None)

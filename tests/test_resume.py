@@ -20,7 +20,7 @@ from aiohttp import web
 from conftest import parse_events, require
 from test_cli_and_demo import start_cli, stop_cli
 
-from proxy.resume import parse_resume_id
+from proxy.resume.reader import parse_resume_id
 
 LINES = [b'{"n": %d}\n' % n for n in range(1, 11)]
 

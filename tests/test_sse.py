@@ -376,9 +376,14 @@ def parse_until_error(chunks, max_bytes):
     try:
         for chunk in chunks:
             items += parser.feed(chunk)
+        items += parser.flush()
     except LineTooLong as exc:
-        return items + exc.completed, exc
-    return items, None
+        raised = exc
+    else:
+        raised = None
+    # The call that met it returned what was complete; the next one raised it.
+    assert raised is None or raised is parser.failure
+    return items, parser.failure
 
 
 @pytest.mark.parametrize("chunker", CHUNKERS)

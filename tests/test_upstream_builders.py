@@ -8,13 +8,11 @@ from yarl import URL
 
 from proxy.config import RouteConfig
 from proxy.errors import BadRequest, UpstreamFailure
-from proxy.upstream import (
-    NDJSON_MEDIA_TYPES,
+from proxy.upstream import NDJSON_MEDIA_TYPES, choose_framing, client_wants_ndjson
+from proxy.upstream_request import (
     UPSTREAM_ACCEPT,
     body_from_json,
     body_from_query,
-    choose_framing,
-    client_wants_ndjson,
     fill_upstream_url,
     merge_under,
     query_from_body,

@@ -14,13 +14,16 @@ from importlib.resources import files
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from yarl import URL
 
-from proxy.config import CONSOLE_PATH, CONSOLE_TAP_PARAM, GatewayConfig, RouteConfig
+from proxy.config import GatewayConfig, RouteConfig
+from proxy.paths import CONSOLE_PATH
+from proxy.state import CONVERTER, hide_query_param
 
-from .tap import TAP_EVENT
+from .tap import CONSOLE_TAP_PARAM, TAP_EVENT, TappedConverter
 
-__all__ = ["add_console_routes"]
+__all__ = ["CONSOLE_TAP_PARAM", "add_console_routes", "add_tap"]
 
 _ASSETS: Final = {
     "": ("index.html", "text/html"),
@@ -42,6 +45,19 @@ def add_console_routes(app: web.Application, config: GatewayConfig) -> None:
         return web.json_response(description, headers={"Cache-Control": "no-store"})
 
     app.router.add_get(CONSOLE_PATH + "/routes", routes)
+
+
+def add_tap(handler: Handler) -> Handler:
+    """A route's ``handler`` that taps a stream asked with the tap parameter (the console's own,
+    never sent upstream)."""
+
+    async def tapped(request: web.Request) -> web.StreamResponse:
+        if CONSOLE_TAP_PARAM in request.query:
+            hide_query_param(request, CONSOLE_TAP_PARAM)
+            request[CONVERTER] = TappedConverter
+        return await handler(request)
+
+    return tapped
 
 
 def _asset(name: str, content_type: str) -> Any:

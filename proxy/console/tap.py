@@ -17,8 +17,11 @@ import orjson
 from proxy.convert import StreamConverter
 from proxy.sse import SSEEvent, SSEParser, SSERetry, encode_event
 
-__all__ = ["TAP_EVENT", "TappedConverter"]
+__all__ = ["CONSOLE_TAP_PARAM", "TAP_EVENT", "TappedConverter"]
 
+CONSOLE_TAP_PARAM: Final = "_proxy_tap"
+"""With the console on, a stream asked with this query parameter also carries each raw upstream
+line as an ``upstream-line`` event (the console shows it beside the event it became)."""
 TAP_EVENT: Final = "upstream-line"
 RAW_TEXT_LIMIT: Final = 8 * 1024
 """Raw text shown per unit; the tap says the full size, the console is not a hex dump."""

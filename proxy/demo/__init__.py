@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from proxy.config import DEMO_PATHS
+from proxy.paths import DEMO_PATHS
 
 __all__ = ["DEMO_CHAT_PATH", "add_demo_routes", "demo_reply_tokens"]
 

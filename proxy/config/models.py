@@ -1,25 +1,17 @@
-"""The configuration: one typed model, validated once at start-up.
+"""The configuration's models: one typed tree, frozen, validated by pydantic.
 
-Loading is three steps, each of which can fail with a :class:`ConfigError` whose one-line message
-names the key (``routes[2].upstream: not a URL``):
-
-1. YAML is parsed into plain data;
-2. ``${VAR}`` / ``${VAR:-default}`` in any string value is replaced from the environment
-   (``$$`` is a literal ``$``), so secrets stay out of the file;
-3. pydantic validates the result into frozen models. Unknown keys are errors, so a typo never
-   silently falls back to a default.
+Unknown keys are errors, so a typo never silently falls back to a default; a failure's one-line
+message names the key (``routes[2].upstream: not a URL``, :func:`describe_error`). The pure
+modules never see these models: ``EventsConfig.rules`` hands the converter plain frozen rules.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,8 +23,19 @@ from pydantic import (
 )
 from yarl import URL
 
-from .errors import ConfigError, InvalidPointer
-from .pointer import JsonPointer
+from proxy.convert import EventRules
+from proxy.errors import ConfigError, InvalidPointer
+from proxy.paths import (
+    CONSOLE_PATH,
+    DEMO_PATHS,
+    HEALTH_PATH,
+    METRICS_PATH,
+    PLACEHOLDER,
+    READY_PATH,
+    placeholder_names,
+)
+from proxy.pointer import JsonPointer
+from proxy.upstream_request import HOP_BY_HOP_HEADERS
 
 __all__ = [
     "AuthConfig",
@@ -46,39 +49,9 @@ __all__ = [
     "RouteConfig",
     "ServerConfig",
     "TimeoutsConfig",
-    "load_config",
-    "parse_config",
-    "upstream_config",
+    "describe_error",
 ]
 
-HOP_BY_HOP_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        # Not hop-by-hop by RFC 9110, but always the gateway's own business on each leg.
-        "host",
-        "content-length",
-    }
-)
-
-HEALTH_PATH: Final = "/healthz"
-READY_PATH: Final = "/readyz"
-METRICS_PATH: Final = "/metrics"
-CONSOLE_PATH: Final = "/_console"
-CONSOLE_TAP_PARAM: Final = "_proxy_tap"
-"""With the console on, a stream asked with this query parameter also carries each raw upstream
-line as an ``upstream-line`` event (the console shows it beside the event it became)."""
-DEMO_PATHS: Final = ("/", "/demo/api/chat")
-_ENV_REFERENCE: Final = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-# aiohttp's {name} or {name:regex}; group 1 is the name, group 2 the regex.
-PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -171,6 +144,11 @@ class EventsConfig(_Model):
     EOF before that is an ``incomplete`` error event instead of the end event."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @functools.cached_property
+    def rules(self) -> EventRules:
+        """The plain rules the converter reads (it never sees this model)."""
+        return EventRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EventRules)})
 
     @field_validator("complete_when", "error_from", mode="before")
     @classmethod
@@ -405,7 +383,7 @@ class RouteConfig(_Model):
     @model_validator(mode="after")
     def _upstream_uses_path_variables(self) -> RouteConfig:
         available = set(self.path_variables)
-        for name in _placeholder_names(self.upstream):
+        for name in placeholder_names(self.upstream):
             if name not in available:
                 raise ValueError(f"upstream uses {{{name}}}, which the path does not define")
         return self
@@ -429,7 +407,7 @@ class RouteConfig(_Model):
 
     @property
     def path_variables(self) -> list[str]:
-        return _placeholder_names(self.path)
+        return placeholder_names(self.path)
 
     @functools.cached_property
     def multi_segment_variables(self) -> frozenset[str]:
@@ -440,10 +418,6 @@ class RouteConfig(_Model):
             for match in PLACEHOLDER.finditer(self.path)
             if match.group(2) is not None and re.fullmatch(match.group(2), "a/b")
         )
-
-
-def _placeholder_names(template: str) -> list[str]:
-    return [match.group(1) for match in PLACEHOLDER.finditer(template)]
 
 
 class GatewayConfig(_Model):
@@ -458,7 +432,7 @@ class GatewayConfig(_Model):
         if self.server.metrics:
             reserved.add(METRICS_PATH)
         seen: set[tuple[str, str]] = set()
-        # These checks span routes, so the message names the key itself (see _describe).
+        # These checks span routes, so the message names the key itself (see describe_error).
         for index, route in enumerate(self.routes):
             if route.path in reserved:
                 raise ValueError(
@@ -478,106 +452,20 @@ class GatewayConfig(_Model):
         try:
             return GatewayConfig.model_validate({"server": merged, "routes": self.routes})
         except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
+            raise ConfigError(describe_error(exc)) from None
 
 
-def upstream_config(upstream: str, headers: Mapping[str, str] | None = None) -> GatewayConfig:
-    """``--upstream URL``: a dev gateway with no file. ``/`` goes to the URL itself and ``/{tail}``
-    to the same path under it, for GET (an EventSource, body from the query) and POST (JSON);
-    every line becomes one event with the route defaults."""
-    base, question, query = upstream.partition("?")
-    common = {"headers": dict(headers or {}), "forward_headers": ["Authorization", "X-Request-Id"]}
-    raw = {
-        "server": {"mode": "dev"},
-        "routes": [
-            {"path": "/", "upstream": upstream, **common},
-            {
-                "path": "/{tail:.+}",
-                "upstream": f"{base.rstrip('/')}/{{tail}}{question}{query}",
-                **common,
-            },
-        ],
-    }
-    try:
-        return GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        message = re.sub(r" \(and \d+ more\)$", "", _describe(exc).split(": ", 1)[-1])
-        raise ConfigError(f"--upstream {upstream}: {message}") from None
-
-
-def load_config(
-    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
-) -> GatewayConfig:
-    """Read, expand and validate a YAML configuration file."""
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source}: not UTF-8 text") from None
-    try:
-        return parse_config(text, environ)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def parse_config(text: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}invalid YAML: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("the top level must be a mapping with 'server' and 'routes'")
-    expanded = _expand(raw, os.environ if environ is None else environ, "")
-    try:
-        return GatewayConfig.model_validate(expanded)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def _expand(value: Any, environ: Mapping[str, str], where: str) -> Any:
-    if isinstance(value, str):
-        return _expand_string(value, environ, where)
-    if isinstance(value, dict):
-        return {k: _expand(v, environ, _join(where, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def _expand_string(text: str, environ: Mapping[str, str], where: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        value = environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is None:
-                raise ConfigError(f"{where}: environment variable {name} is not set")
-            return default
-        return value
-
-    return _ENV_REFERENCE.sub(replace, text) if "$" in text else text
-
-
-def _join(where: str, key: object) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _describe(exc: ValidationError, prefix: str = "") -> str:
+def describe_error(exc: ValidationError, prefix: str = "") -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     where = prefix
     for part in first["loc"]:
         if part == "[key]":  # pydantic's marker for "the key itself failed"
             continue
-        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, part)
+        if isinstance(part, int):
+            where = f"{where}[{part}]"
+        else:
+            where = f"{where}.{part}" if where else str(part)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"

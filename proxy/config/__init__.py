@@ -1,0 +1,38 @@
+"""The configuration: one typed model (:mod:`.models`), loaded and validated once at start-up
+(:mod:`.loading`)."""
+
+from __future__ import annotations
+
+from .loading import load_config, parse_config, upstream_config
+from .models import (
+    AuthConfig,
+    BodyConfig,
+    CorsConfig,
+    EventsConfig,
+    Framing,
+    GatewayConfig,
+    JwtConfig,
+    LimitsConfig,
+    ResumeConfig,
+    RouteConfig,
+    ServerConfig,
+    TimeoutsConfig,
+)
+
+__all__ = [
+    "AuthConfig",
+    "BodyConfig",
+    "CorsConfig",
+    "EventsConfig",
+    "Framing",
+    "GatewayConfig",
+    "JwtConfig",
+    "LimitsConfig",
+    "ResumeConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "TimeoutsConfig",
+    "load_config",
+    "parse_config",
+    "upstream_config",
+]

@@ -1,0 +1,211 @@
+"""The relay's sources that read an upstream response: its body through a decoder into events
+(:class:`DecodedSource`), or passed through untouched to a client that asked for NDJSON
+(:class:`PassthroughSource`).
+
+Strategy: :class:`UpstreamReader` is the one place that reads an upstream body. It takes what
+aiohttp has buffered without a timer (``read_nowait``: the busy stream's case) and otherwise
+waits until the relay's ``until``, or until ``timeouts.read`` seconds of upstream silence, the
+earlier. aiohttp's failures become :class:`~proxy.errors.StreamError` with the codes a client
+sees (``upstream_closed``, ``upstream_timeout``, ``upstream_error``), so the relay knows nothing
+of aiohttp's client. When the upstream breaks its chunked framing after the head, aiohttp closes
+the connection without waking a pending read, so every wake-up also looks at the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Final
+
+import aiohttp
+import orjson
+
+from .convert import StreamConverter
+from .decoders import BodyDecoder
+from .errors import StreamError
+from .redaction import redact
+from .respond import SSE_HEADERS
+from .streams import StopReason
+
+__all__ = ["DecodedSource", "PassthroughSource", "UpstreamReader"]
+
+_CLOSED: Final = "the upstream connection closed before the body was complete"
+
+
+class UpstreamReader:
+    __slots__ = ("_closed", "_last_read", "_loop", "_read_timeout", "_upstream")
+
+    def __init__(self, upstream: aiohttp.ClientResponse, read_timeout: float | None) -> None:
+        self._upstream = upstream
+        self._read_timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._last_read = self._loop.time()
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._upstream.close()
+
+    async def next_chunk(self, until: float) -> bytes | None:
+        """The next chunk (``b""`` at the body's end), or None if nothing came by ``until``."""
+        content = self._upstream.content
+        try:
+            chunk = content.read_nowait()
+            if not chunk and not content.at_eof():
+                deadline = until
+                if self._read_timeout:
+                    deadline = min(until, self._last_read + self._read_timeout)
+                try:
+                    async with asyncio.timeout_at(deadline) as timer:
+                        chunk = await content.readany()
+                except TimeoutError:
+                    if not timer.expired():
+                        raise  # aiohttp's own sock_read
+                    self._check_woken()
+                    return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc) from exc
+        except RuntimeError as exc:
+            # aiohttp's bare RuntimeError("Connection closed.") for a read after the connection
+            # went away while an earlier read was cancelled: the upstream closing.
+            if str(exc) != "Connection closed.":
+                raise
+            raise StreamError(_CLOSED, code="upstream_closed") from exc
+        if self._closed:
+            raise StreamError("the upstream request was closed", code="upstream_closed")
+        self._last_read = self._loop.time()
+        return chunk
+
+    def _check_woken(self) -> None:
+        """Our timer fired: the upstream is still there and has not been silent too long."""
+        if self._closed or self._gone():
+            raise StreamError(_CLOSED, code="upstream_closed")
+        silent = self._loop.time() + 0.001 - self._last_read
+        if self._read_timeout and silent >= self._read_timeout:
+            raise _timed_out(self._read_timeout)
+        return
+
+    def _gone(self) -> bool:
+        """The connection closed before the body ended, without waking a pending read."""
+        upstream = self._upstream
+        connection = upstream.connection
+        return not upstream.content.is_eof() and (
+            connection is None or connection.transport is None
+        )
+
+    def _failure(self, exc: aiohttp.ClientError | TimeoutError) -> StreamError:
+        if isinstance(exc, TimeoutError):
+            return _timed_out(self._read_timeout)
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            # Its text shows a parser status that looks like an HTTP one: say what happened.
+            return StreamError(_CLOSED, code="upstream_closed")
+        return StreamError(
+            f"the upstream failed mid-stream: {exc or type(exc).__name__}", code="upstream_error"
+        )
+
+
+def _timed_out(read_timeout: float | None) -> StreamError:
+    return StreamError(f"the upstream sent nothing for {read_timeout} s", code="upstream_timeout")
+
+
+class DecodedSource:
+    """An upstream body through a decoder: the route's events."""
+
+    __slots__ = ("_converter", "_decoder", "_ended", "_first_sequence", "_reader")
+
+    headers = SSE_HEADERS
+
+    def __init__(
+        self, reader: UpstreamReader, decoder: BodyDecoder, converter: StreamConverter
+    ) -> None:
+        self._reader = reader
+        self._decoder = decoder
+        self._converter = converter
+        self._first_sequence = converter.sequence
+        self._ended = False
+
+    @property
+    def events(self) -> int:
+        return self._converter.sequence - self._first_sequence
+
+    @property
+    def ended(self) -> bool:
+        return self._ended and self._decoder.failure is None
+
+    def opening(self) -> bytes:
+        return self._converter.start()
+
+    async def read(self, until: float) -> bytes | None:
+        decoder = self._decoder
+        if decoder.failure is not None:
+            raise decoder.failure  # after the output that came before it went out
+        if self._ended:
+            return None
+        chunk = await self._reader.next_chunk(until)
+        if chunk is None:
+            return b""
+        if chunk:
+            output = decoder.feed(chunk)
+        else:
+            self._ended = True
+            output = decoder.flush()
+        if not output and decoder.failure is not None:
+            raise decoder.failure
+        return None if self._ended and not output else output
+
+    def heartbeat(self) -> bytes:
+        return self._converter.heartbeat()
+
+    def failure(self, reason: StopReason) -> bytes:
+        return self._converter.error(reason.code, reason.message)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class PassthroughSource:
+    """The upstream's NDJSON bytes untouched; a failure is told the NDJSON way (as Ollama does):
+    a last line ``{"error": {...}}``."""
+
+    __slots__ = ("_ended", "_last_byte", "_reader", "_secrets", "headers")
+
+    events = 0
+
+    def __init__(
+        self, reader: UpstreamReader, content_type: str | None, secrets: Collection[str]
+    ) -> None:
+        self._reader = reader
+        self._secrets = secrets
+        self._last_byte = b"\n"
+        self._ended = False
+        self.headers = {**SSE_HEADERS, "Content-Type": content_type or "application/x-ndjson"}
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def opening(self) -> bytes:
+        return b""
+
+    async def read(self, until: float) -> bytes | None:
+        if self._ended:
+            return None
+        chunk = await self._reader.next_chunk(until)
+        if chunk is None:
+            return b""
+        if not chunk:
+            self._ended = True
+            return None
+        self._last_byte = chunk[-1:]
+        return chunk
+
+    def heartbeat(self) -> bytes:
+        return b""
+
+    def failure(self, reason: StopReason) -> bytes:
+        message = redact(reason.message, self._secrets)
+        line = orjson.dumps({"error": {"code": reason.code, "message": message}}) + b"\n"
+        return line if self._last_byte == b"\n" else b"\n" + line
+
+    def close(self) -> None:
+        self._reader.close()
