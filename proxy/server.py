@@ -24,9 +24,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .app import STREAMS, create_app, make_runner
-from .config import CONSOLE_PATH, GatewayConfig, ServerConfig
+from .config import GatewayConfig, ServerConfig
 from .errors import ConfigError
 from .guard import HeaderDeadline
+from .paths import CONSOLE_PATH
 
 __all__ = ["listen", "serve"]
 
@@ -56,6 +57,64 @@ class _Generation:
         await self.runner.cleanup()
 
 
+class _Generations:
+    """The current generation, and the previous ones still serving their open streams."""
+
+    def __init__(self, current: _Generation) -> None:
+        self.current = current
+        self._retiring: dict[asyncio.Task[None], _Generation] = {}
+
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self.current.handle(request)
+
+    @property
+    def runners(self) -> list[web.AppRunner]:
+        return [self.current.runner, *(g.runner for g in self._retiring.values())]
+
+    async def reload(self, reload: Callable[[], GatewayConfig]) -> None:
+        upcoming = await _reloaded(reload, self.current.config)
+        if upcoming is None:
+            return
+        previous, self.current = self.current, await _Generation.start(upcoming)
+        log.info(
+            "reloaded: %d routes; %d streams go on on the previous configuration",
+            len(upcoming.routes),
+            previous.streams,
+        )
+        task = asyncio.create_task(previous.retire())
+        self._retiring[task] = previous
+        task.add_done_callback(self._retiring.pop)
+
+    async def close(self) -> None:
+        for task, generation in list(self._retiring.items()):
+            task.cancel()
+            await generation.runner.cleanup()
+        await self.current.runner.cleanup()
+
+
+class _Signals:
+    """SIGINT and SIGTERM stop, SIGHUP reloads. Installed before the socket listens: a signal
+    that comes with the first connection must find them (the default action is to die)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._hangup = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup.set)
+
+    async def next_is_stop(self) -> bool:
+        """Wait for the next signal: True for a stop, False for a hangup."""
+        stopped = asyncio.create_task(self._stop.wait())
+        hung_up = asyncio.create_task(self._hangup.wait())
+        await asyncio.wait({stopped, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        hung_up.cancel()
+        self._hangup.clear()
+        return self._stop.is_set()
+
+
 async def serve(
     config: GatewayConfig,
     reload: Callable[[], GatewayConfig] | None = None,
@@ -65,26 +124,14 @@ async def serve(
     ready_fd: int | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM; on SIGHUP, ``reload()`` gives the next configuration."""
-    current = await _Generation.start(config)
-    retiring: dict[asyncio.Task[None], _Generation] = {}
-
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        return await current.handle(request)
-
+    generations = _Generations(await _Generation.start(config))
     front = make_runner(web.Application(), config.server.keepalive_timeout)
     await front.setup()
     assert front.server is not None
     # The one indirection that makes reload possible: aiohttp's Server calls request_handler
     # for every request, on new and keep-alive connections alike.
-    front.server.request_handler = dispatch
-    loop = asyncio.get_running_loop()
-    # Signal handlers before the socket listens: a signal that comes with the first connection
-    # must find them (the default action for SIGTERM and SIGHUP is to die).
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    hangup = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    front.server.request_handler = generations.dispatch
+    signals = _Signals()
     listener: asyncio.Server | None = None
     try:
         listener = await listen(
@@ -92,42 +139,26 @@ async def serve(
         )
         if announce:
             _announce(listener, config)
-        if ready_fd is not None:  # --workers: the supervisor waits for this line from each
-            with contextlib.suppress(OSError):  # a restarted worker's supervisor is not waiting
-                os.write(ready_fd, b"ready\n")
-            os.close(ready_fd)
-        while True:
-            stopped, hung_up = asyncio.create_task(stop.wait()), asyncio.create_task(hangup.wait())
-            await asyncio.wait({stopped, hung_up}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            hung_up.cancel()
-            if stop.is_set():
-                break
-            hangup.clear()
+        if ready_fd is not None:
+            _tell_ready(ready_fd)
+        while not await signals.next_is_stop():
             if reload is None:
                 log.warning("SIGHUP: there is no configuration file to reload (--upstream)")
-                continue
-            upcoming = await _reloaded(reload, current.config)
-            if upcoming is None:
-                continue
-            previous, current = current, await _Generation.start(upcoming)
-            log.info(
-                "reloaded: %d routes; %d streams go on on the previous configuration",
-                len(upcoming.routes),
-                previous.streams,
-            )
-            task = asyncio.create_task(previous.retire())
-            retiring[task] = previous
-            task.add_done_callback(retiring.pop)
-        await _drain([current.runner, *(g.runner for g in retiring.values())], config)
+            else:
+                await generations.reload(reload)
+        await _drain(generations.runners, config)
     finally:
         if listener is not None:
             listener.close()
         await front.cleanup()
-        for task, generation in list(retiring.items()):
-            task.cancel()
-            await generation.runner.cleanup()
-        await current.runner.cleanup()
+        await generations.close()
+
+
+def _tell_ready(ready_fd: int) -> None:
+    """--workers: the supervisor waits for this line from each worker."""
+    with contextlib.suppress(OSError):  # a restarted worker's supervisor is not waiting
+        os.write(ready_fd, b"ready\n")
+    os.close(ready_fd)
 
 
 async def _reloaded(
@@ -185,6 +216,9 @@ def _announce(listener: asyncio.Server, config: GatewayConfig) -> None:
     for sock in listener.sockets:
         host, port = sock.getsockname()[:2]
         origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        print(f"proxy: listening on {origin} ({len(config.routes)} routes)", flush=True)
+        routes = len(config.routes)
+        print(
+            f"proxy: listening on {origin} ({routes} route{'' if routes == 1 else 's'})", flush=True
+        )
         if config.server.console_enabled:
             print(f"proxy: stream console at {origin}{CONSOLE_PATH}", flush=True)

@@ -32,11 +32,8 @@ _STARTUP_TIMEOUT: Final = 30.0
 
 
 def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int:
-    host, port = config.server.host, config.server.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    reserved = socket.socket(family, socket.SOCK_STREAM)
-    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    reserved.bind((host, port))
+    host = config.server.host
+    reserved = _reserve(host, config.server.port)
     port = reserved.getsockname()[1]
     command = [
         sys.executable,
@@ -48,49 +45,73 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
         "--reuse-port",
         "--no-announce",
     ]
-    processes: list[subprocess.Popen[bytes]] = []
-    ready_pipes = []
-    for _ in range(workers):
-        process, ready = _start(command)
-        processes.append(process)
-        ready_pipes.append(ready)
-    stopping = False
-
-    def relay(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signum)
-
+    supervisor = _Supervisor(command, workers)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, relay)
+        signal.signal(signum, supervisor.relay)
     try:
-        if not _wait_ready(ready_pipes, processes):
+        if not _wait_ready(supervisor.ready_pipes, supervisor.processes):
             print("proxy: error: the workers did not start", file=sys.stderr)
-            stopping = True
-            relay(signal.SIGTERM, None)
+            supervisor.relay(signal.SIGTERM, None)
         else:
             shown = f"[{host}]" if ":" in host else host
+            routes = len(config.routes)
             print(
                 f"proxy: listening on http://{shown}:{port} "
-                f"({len(config.routes)} routes, {workers} workers)",
+                f"({routes} route{'' if routes == 1 else 's'}, {workers} workers)",
                 flush=True,
             )
     finally:
         reserved.close()
-    while True:
-        for index, process in enumerate(processes):
-            code = process.poll()
-            if code is not None and not stopping:
-                print(f"proxy: worker {process.pid} exited ({code}); starting another", flush=True)
-                time.sleep(_RESTART_PAUSE)
-                processes[index], ready = _start(command)
-                os.close(ready)
-        if stopping and all(process.poll() is not None for process in processes):
-            return 0
-        time.sleep(0.1)
+    return supervisor.watch()
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """The port, bound (with SO_REUSEPORT) until the workers listen on it too: port 0 becomes
+    one port that every worker shares."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reserved = socket.socket(family, socket.SOCK_STREAM)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserved.bind((host, port))
+    return reserved
+
+
+class _Supervisor:
+    """The worker processes: signals passed on to them, a worker that dies started again."""
+
+    def __init__(self, command: list[str], workers: int) -> None:
+        self._command = command
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.ready_pipes: list[int] = []
+        for _ in range(workers):
+            process, ready = _start(command)
+            self.processes.append(process)
+            self.ready_pipes.append(ready)
+        self._stopping = False
+
+    def relay(self, signum: int, frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def watch(self) -> int:
+        """Until every worker has exited after a stop; 0."""
+        processes = self.processes
+        while True:
+            for index, process in enumerate(processes):
+                code = process.poll()
+                if code is not None and not self._stopping:
+                    print(
+                        f"proxy: worker {process.pid} exited ({code}); starting another",
+                        flush=True,
+                    )
+                    time.sleep(_RESTART_PAUSE)
+                    processes[index], ready = _start(self._command)
+                    os.close(ready)
+            if self._stopping and all(process.poll() is not None for process in processes):
+                return 0
+            time.sleep(0.1)
 
 
 def _start(command: list[str]) -> tuple[subprocess.Popen[bytes], int]:

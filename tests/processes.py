@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"proxy: listening on (http://\S+) \((\d+) routes\)")
+LISTENING = re.compile(r"proxy: listening on (http://\S+) \((\d+) routes?\)")
 
 
 class GatewayProcess:
