@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"proxy: error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"proxy: {source}: ok ({len(config.routes)} routes)")
+        count = len(config.routes)
+        print(f"proxy: {source}: ok ({count} route{'' if count == 1 else 's'})")
         return 0
     if args.workers > 1:
         return run_workers(config, argv, args.workers)
