@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = _loop_runner(args.loop)
     except ImportError:
-        print("proxy: error: --loop uvloop needs uvloop: pip install uvloop", file=sys.stderr)
+        print(
+            "proxy: error: --loop uvloop needs uvloop, the 'fast' extra:"
+            " uv run --no-dev --extra fast python -m proxy ...",
+            file=sys.stderr,
+        )
         return 2
     try:
         run(
@@ -148,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         "--loop",
         default="asyncio",
         choices=["asyncio", "uvloop"],
-        help="event loop; uvloop is faster when installed (pip install uvloop)",
+        help="event loop; uvloop needs the 'fast' extra (uv run --no-dev --extra fast ...)",
     )
     parser.add_argument(
         "--log-level",
