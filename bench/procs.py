@@ -204,28 +204,14 @@ routes:
     )
 
 
+#: How to add the nginx party; the bench never installs anything itself.
+NGINX_INSTALL: Final = "sudo apt-get install nginx"
+
+
 def find_nginx() -> str | None:
-    found = shutil.which("nginx") or next(
+    """nginx's binary, or None when it is not installed."""
+    return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
-    if found:
-        return found
-    print("bench: nginx is not installed; trying `apt-get install -y -qq nginx` once", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nginx"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=300,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"bench: skipping nginx: it could not be installed ({exc})", flush=True)
-        return None
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
     )
 
 

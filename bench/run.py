@@ -102,6 +102,10 @@ class Run:
     def nginx(self, upstream_port: int, nofile: int) -> Child | None:
         binary = procs.find_nginx()
         if binary is None:
+            self.log(
+                "bench: nginx is not installed, so this run has no nginx party;"
+                f" to add it: {procs.NGINX_INSTALL}"
+            )
             return None
         prefix = self.tmp / "nginx"
         prefix.mkdir()

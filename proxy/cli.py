@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"proxy: error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"proxy: {source}: ok ({len(config.routes)} routes)")
+        count = len(config.routes)
+        print(f"proxy: {source}: ok ({count} route{'' if count == 1 else 's'})")
         return 0
     if args.workers > 1:
         return run_workers(config, argv, args.workers)
@@ -60,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = _loop_runner(args.loop)
     except ImportError:
-        print("proxy: error: --loop uvloop needs uvloop: pip install uvloop", file=sys.stderr)
+        print(
+            "proxy: error: --loop uvloop needs uvloop, the 'fast' extra:"
+            " uv run --no-dev --extra fast python -m proxy ...",
+            file=sys.stderr,
+        )
         return 2
     try:
         run(
@@ -147,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         "--loop",
         default="asyncio",
         choices=["asyncio", "uvloop"],
-        help="event loop; uvloop is faster when installed (pip install uvloop)",
+        help="event loop; uvloop needs the 'fast' extra (uv run --no-dev --extra fast ...)",
     )
     parser.add_argument(
         "--log-level",

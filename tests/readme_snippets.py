@@ -1,13 +1,13 @@
-"""The README's browser snippets, found by their markers and run in a page as a reader would paste
-them.
+"""The docs' snippets, found by their markers and run in a page as a reader would paste them.
 
-A snippet is the fenced block on the line right after a marker ``<!-- snippet: NAME -->``. Finding
-one is strict: a missing marker, a marker not followed by a fence in the expected language, an
-unclosed fence or a name used twice is a :class:`SnippetError`, so an edit that breaks the README's
-structure fails the tests instead of quietly testing less.
+A snippet is the fenced block on the line right after a marker ``<!-- snippet: NAME -->``, in
+README.md or a page under docs/. Finding one is strict: a missing marker, a marker not followed by a
+fence in the expected language, an unclosed fence or a name used twice (in one page or across
+pages) is a :class:`SnippetError`, so an edit that breaks a page's structure fails the tests
+instead of quietly testing less.
 
 In the page, the snippet runs untouched as a classic ``<script>``. Before it, a prelude defines the
-free names the README's prose explains (``output``, and ``GATEWAY`` for a cross-origin page) and
+free names the docs' prose explains (``output``, and ``GATEWAY`` for a cross-origin page) and
 wraps ``EventSource`` to record, not change: every source created and every ``close()`` call, with
 the type of the event being dispatched when the page called it (``window.event``). The tests read
 that record, the ``output`` text and the page's uncaught errors; they decide, the page only records.
@@ -28,17 +28,21 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 __all__ = [
-    "README",
+    "ROOT",
     "Seen",
+    "Snippet",
     "SnippetError",
     "SnippetPage",
     "extract_snippets",
+    "find_snippet",
+    "pages",
     "readme_route",
     "recorded",
     "snippet",
 ]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+# The project's root, wherever under tests/ this module lives.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 WAIT_MS = 15_000
 
 _MARKER = re.compile(r"<!--\s*snippet:\s*(?P<name>\S+)\s*-->")
@@ -46,7 +50,7 @@ _FENCE_OPEN = re.compile(r"```(?P<lang>[\w-]+)")
 
 
 class SnippetError(Exception):
-    """The README does not hold a snippet the way the tests expect it."""
+    """A page does not hold a snippet the way the tests expect it."""
 
 
 @dataclass(frozen=True)
@@ -55,20 +59,31 @@ class Snippet:
     lang: str
     code: str
     line: int  # of the marker, 1-based
+    page: str = ""  # relative to the root, e.g. docs/browser.md
+
+    @property
+    def where(self) -> str:
+        return f"{self.page} line {self.line}" if self.page else f"line {self.line}"
 
 
-def extract_snippets(text: str) -> dict[str, Snippet]:
-    """Every marked snippet of ``text`` (a README), by name."""
+def pages() -> list[Path]:
+    """The pages that may hold snippets: README.md and every page under docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def extract_snippets(text: str, page: str = "") -> dict[str, Snippet]:
+    """Every marked snippet of ``text`` (one page, named ``page`` in errors), by name."""
     lines = text.splitlines()
     found: dict[str, Snippet] = {}
     for index, line in enumerate(lines):
+        at = f"{page} line {index + 1}" if page else f"line {index + 1}"
         marker = _MARKER.fullmatch(line.strip())
         if marker is None:
             if "<!-- snippet" in line:
-                raise SnippetError(f"line {index + 1}: malformed snippet marker {line.strip()!r}")
+                raise SnippetError(f"{at}: malformed snippet marker {line.strip()!r}")
             continue
         name = marker["name"]
-        where = f"line {index + 1}: snippet {name!r}"
+        where = f"{at}: snippet {name!r}"
         if name in found:
             raise SnippetError(f"{where}: marked twice (first on line {found[name].line})")
         fence = _FENCE_OPEN.fullmatch(lines[index + 1]) if index + 1 < len(lines) else None
@@ -79,23 +94,42 @@ def extract_snippets(text: str) -> dict[str, Snippet]:
         except ValueError:
             raise SnippetError(f"{where}: its code block is never closed") from None
         code = "\n".join(lines[index + 2 : end]) + "\n"
-        found[name] = Snippet(name, fence["lang"], code, index + 1)
+        found[name] = Snippet(name, fence["lang"], code, index + 1, page)
+    return found
+
+
+def _all_snippets() -> dict[str, Snippet]:
+    found: dict[str, Snippet] = {}
+    for path in pages():
+        page = path.relative_to(ROOT).as_posix()
+        for name, found_here in extract_snippets(path.read_text(encoding="utf-8"), page).items():
+            if name in found:
+                raise SnippetError(
+                    f"{found_here.where}: snippet {name!r} marked twice"
+                    f" (first in {found[name].where})"
+                )
+            found[name] = found_here
+    return found
+
+
+def find_snippet(name: str, lang: str = "js", text: str | None = None) -> Snippet:
+    """The snippet ``name`` of the pages (or of ``text``), which must be a ``lang`` block."""
+    snippets = _all_snippets() if text is None else extract_snippets(text)
+    if name not in snippets:
+        raise SnippetError(f"no <!-- snippet: {name} --> marker in README.md or docs/")
+    found = snippets[name]
+    if found.lang != lang:
+        raise SnippetError(
+            f"{found.where}: snippet {name!r} is a {found.lang!r} block, not {lang!r}"
+        )
+    if not found.code.strip():
+        raise SnippetError(f"{found.where}: snippet {name!r} is empty")
     return found
 
 
 def snippet(name: str, lang: str = "js", text: str | None = None) -> str:
-    """The code of the README snippet ``name``, which must be a ``lang`` block."""
-    snippets = extract_snippets(README.read_text(encoding="utf-8") if text is None else text)
-    if name not in snippets:
-        raise SnippetError(f"no <!-- snippet: {name} --> marker in the README")
-    found = snippets[name]
-    if found.lang != lang:
-        raise SnippetError(
-            f"line {found.line}: snippet {name!r} is a {found.lang!r} block, not {lang!r}"
-        )
-    if not found.code.strip():
-        raise SnippetError(f"line {found.line}: snippet {name!r} is empty")
-    return found.code
+    """The code of the snippet ``name``, which must be a ``lang`` block."""
+    return find_snippet(name, lang, text).code
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +143,8 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def readme_route(name: str, upstream: str, **changes: Any) -> dict[str, Any]:
-    """The one route of the README's YAML snippet ``name``, pointed at ``upstream``, with
-    ``changes`` merged in deeply (a list or scalar replaces the README's)."""
+    """The one route of the YAML snippet ``name``, pointed at ``upstream``, with ``changes``
+    merged in deeply (a list or scalar replaces the snippet's)."""
     (route,) = yaml.safe_load(snippet(name, "yaml"))["routes"]
     return _merge(route, {"upstream": upstream, **changes})
 
@@ -179,7 +213,7 @@ window.snippetLog = { sources: [], closed: [] };
 
 @dataclass
 class SnippetPage:
-    """A Chromium page set up for README snippets: ``output``, ``GATEWAY`` if given, the record."""
+    """A Chromium page set up for the snippets: ``output``, ``GATEWAY`` if given, the record."""
 
     page: Any
     errors: list[str] = field(default_factory=list)

@@ -1,9 +1,10 @@
-"""The README's "In the browser" snippets, run as written in Chromium, so the docs cannot drift.
+"""The docs' snippets, run as written, so the docs cannot drift: the browser ones (docs/browser.md)
+in Chromium, the README's configuration sketch through ``--check-config``.
 
-Each snippet is taken from README.md by its marker (tests/readme_snippets.py) and run untouched in
+Each snippet is taken from its page by its marker (tests/readme_snippets.py) and run untouched in
 a page: same-origin ones in a page the gateway serves (``/healthz``), the ``withCredentials`` one in
 a page from another port, which is another origin but the same site, so a cookie the page sets
-goes to the gateway. The routes are the README's YAML snippets too, pointed at a real upstream on
+goes to the gateway. The routes are the page's YAML snippets too, pointed at a real upstream on
 loopback. What is asserted is what the browser observed (the ``output`` text, the ``close()``
 calls and the event that caused each) and what the upstream received, request by request, which is
 how "no reconnect" is seen.
@@ -14,19 +15,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import readme_snippets
 from aiohttp import web
 from conformance_cases import CASES, Case, msg
 from conftest import ndjson_handler, parse_events
 from readme_snippets import (
+    ROOT,
     Seen,
     SnippetError,
     SnippetPage,
     extract_snippets,
+    find_snippet,
     readme_route,
     recorded,
     snippet,
@@ -60,7 +67,7 @@ def assert_is_the_question(body: Any) -> None:
 
 
 async def chat_upstream(start_upstream: Any, handler: Any) -> tuple[str, list[Seen]]:
-    """An upstream at ``/api/chat`` (the README routes' path) that records what it gets."""
+    """An upstream at ``/api/chat`` (the snippet routes' path) that records what it gets."""
     seen: list[Seen] = []
     base = await start_upstream({"/api/chat": recorded(handler, seen)})
     return base + "/api/chat", seen
@@ -81,21 +88,57 @@ async def model_not_found(request: web.Request) -> web.Response:
     return web.json_response({"error": 'model "llama9" not found'}, status=404)
 
 
-# -- the README holds each snippet under its marker ------------------------------------------------
+# -- each page holds its snippets under their markers ---------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("name", "lang"),
+    ("name", "lang", "page"),
     [
-        ("route", "yaml"),
-        ("eventsource", "js"),
-        ("with-credentials", "js"),
-        ("cors-route", "yaml"),
-        ("fetch-post", "js"),
+        ("sketch", "yaml", "README.md"),
+        ("route", "yaml", "docs/browser.md"),
+        ("eventsource", "js", "docs/browser.md"),
+        ("with-credentials", "js", "docs/browser.md"),
+        ("cors-route", "yaml", "docs/browser.md"),
+        ("fetch-post", "js", "docs/browser.md"),
     ],
 )
-def test_the_readme_holds_each_snippet_in_a_fenced_block_right_after_its_marker(name, lang):
-    assert snippet(name, lang).strip()
+def test_each_page_holds_its_snippets_in_a_fenced_block_right_after_the_marker(name, lang, page):
+    found = find_snippet(name, lang)
+    assert found.page == page
+    assert found.code.strip()
+
+
+def test_a_snippet_name_used_on_two_pages_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("<!-- snippet: a -->\n" + "```js\nconst a = 1;\n```\n")
+    (tmp_path / "docs" / "page.md").write_text(
+        "<!-- snippet: a -->\n" + "```js\nconst a = 2;\n```\n"
+    )
+    monkeypatch.setattr(readme_snippets, "ROOT", tmp_path)
+
+    with pytest.raises(
+        SnippetError, match=re.escape("docs/page.md line 1: snippet 'a' marked twice")
+    ):
+        snippet("a")
+
+
+def test_the_readme_config_sketch_is_a_valid_configuration_of_one_route(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(snippet("sketch", "yaml"), encoding="utf-8")
+    environ = {k: v for k, v in os.environ.items() if k not in {"OLLAMA_URL", "OLLAMA_MODEL"}}
+
+    checked = subprocess.run(
+        [sys.executable, "-m", "proxy", "--config", str(config), "--check-config"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+    assert (checked.returncode, checked.stderr) == (0, "")
+    assert checked.stdout == f"proxy: {config}: ok (1 route)\n"
 
 
 JS = "```js\nconst a = 1;\n```\n"
@@ -261,7 +304,7 @@ async def test_with_credentials_snippet_streams_from_another_origin_and_sends_th
     "cors",
     [
         pytest.param(None, id="route-without-cors"),
-        pytest.param("as-in-the-readme", id="origin-not-in-allow_origins"),
+        pytest.param("as-on-the-page", id="origin-not-in-allow_origins"),
     ],
 )
 async def test_with_credentials_snippet_fails_without_cors_for_the_pages_origin(
@@ -315,7 +358,7 @@ async def test_a_cross_origin_fetch_with_credentials_and_x_request_id_passes_the
     )
     page = await open_app_page(browser, app, gateway)
 
-    # What the README's prose says to change in the fetch snippet for another origin.
+    # What the page's prose says to change in the fetch snippet for another origin.
     fetched = await page.page.evaluate(CROSS_ORIGIN_FETCH_JS)
 
     assert fetched.get("status") == 200, fetched
@@ -340,8 +383,8 @@ async def test_a_cross_origin_fetch_with_a_header_not_in_allow_headers_fails_its
     assert seen == []  # Chromium never sent the POST
 
 
-async def test_the_cors_answers_the_readme_describes(start_upstream, start_gateway, http):
-    origin = "https://app.example.com"  # the one the README's route allows
+async def test_the_cors_answers_the_browser_page_describes(start_upstream, start_gateway, http):
+    origin = "https://app.example.com"  # the one the snippet's route allows
     upstream, seen = await chat_upstream(start_upstream, ndjson_handler(ANSWER))
     gateway = await start_gateway([readme_route("cors-route", upstream)])
     url = gateway + "/v1/chat"
