@@ -58,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers > 1:
         return run_workers(config, argv, args.workers)
     configure_logging(config.server.effective_log_format, args.log_level)
+    return _run(config, args, None if args.upstream else load)
+
+
+def _run(
+    config: GatewayConfig, args: argparse.Namespace, reload: Callable[[], GatewayConfig] | None
+) -> int:
+    """Serve in this process until a stop signal; the exit status."""
     try:
         run = _loop_runner(args.loop)
     except ImportError:
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(
             serve(
                 config,
-                None if args.upstream else load,
+                reload,
                 reuse_port=args.reuse_port,
                 announce=not args.no_announce,
                 ready_fd=args.ready_fd,
