@@ -79,6 +79,9 @@ def _config(rules: tuple[str, str, str | None, str, str | None, str | None]) -> 
         event=event,
         event_from=_pointer_or(event_from),
         id=_pointer_or(id_rule),
+        end_event="end",
+        error_event="error",
+        retry=3000,
         error_from=_pointer_or(error_from),
         complete_when=_pointer_or(complete_when),
     )

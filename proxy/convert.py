@@ -44,19 +44,21 @@ _LF: Final = 0x0A
 __all__ = ["EventRules", "StreamConverter"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EventRules:
-    """How a route's upstream units become events (the ``events:`` options, already parsed)."""
+    """How a route's upstream units become events: the ``events:`` options, already validated
+    and parsed (``EventsConfig.rules`` makes them, and holds every default and check; the
+    meaning of each option is documented there and in docs/configuration.md)."""
 
-    event: str = "message"
-    event_from: JsonPointer | None = None
-    id: Literal["sequence", "none"] | JsonPointer = "sequence"
-    data: Literal["line"] | JsonPointer = "line"
-    end_event: str | None = "end"
-    error_event: str = "error"
-    retry: int | None = 3000
-    error_from: JsonPointer | None = None
-    complete_when: JsonPointer | None = None
+    event: str
+    event_from: JsonPointer | None
+    id: Literal["sequence", "none"] | JsonPointer
+    data: Literal["line"] | JsonPointer
+    end_event: str | None
+    error_event: str
+    retry: int | None
+    error_from: JsonPointer | None
+    complete_when: JsonPointer | None
 
 
 class _LineError(Exception):
