@@ -10,7 +10,6 @@ import jwt
 import orjson
 import pytest
 from aiohttp import web
-from conftest import ndjson_handler, parse_events
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -18,6 +17,8 @@ from proxy import parse_config
 from proxy.auth import Authenticator, Unauthorized, find_credential
 from proxy.config import AuthConfig
 from proxy.errors import ConfigError
+from tests.support.sse import parse_events
+from tests.support.upstreams import ndjson_handler
 
 KEY = "k-0123456789abcdef"
 SECRET = "s3cret-for-hs256-that-is-long-enough!"

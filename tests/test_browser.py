@@ -3,7 +3,7 @@ the demo page, each against a running gateway and a real upstream on loopback.
 
 The gateway has no CORS, so every page is same-origin with it: the tests open ``/healthz`` (or the
 demo page at ``/``) and run their script there. What is asserted is what the browser observed: the
-page logs every event it was dispatched (tests/browser_pages.py), DevTools reports over CDP, and the
+page logs every event it was dispatched (tests/support/browser.py), DevTools reports over CDP, and the
 upstreams record every request they get, which is how "no reconnect" and ``Last-Event-ID`` are seen.
 """
 
@@ -12,55 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 import pytest
 from aiohttp import web
-from browser_pages import CLOSED, CONNECTING, OPEN, PageEventSource, fetch_stream, messages
-from conftest import ndjson_handler, parse_events
-from multidict import CIMultiDict
 
 from proxy.demo import demo_reply_tokens
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class UpstreamRequest:
-    headers: CIMultiDict[str]
-    body: Any
-    at: float  # time.monotonic()
-
-
-def recorded(handler: Any, requests: list[UpstreamRequest]) -> Any:
-    """``handler``, with every request it gets appended to ``requests`` first."""
-
-    async def record(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()  # cached: ``handler`` may read it again
-        requests.append(
-            UpstreamRequest(
-                CIMultiDict(request.headers), orjson.loads(raw) if raw else None, time.monotonic()
-            )
-        )
-        return await handler(request)
-
-    return record
-
-
-async def write_then_drop(request: web.Request, lines: list[bytes]) -> web.StreamResponse:
-    """An upstream that sends ``lines`` and then loses its connection mid-body (no chunked end)."""
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    for line in lines:
-        await response.write(line)
-    transport = request.transport
-    assert transport is not None
-    transport.close()  # unlike abort(), close() sends what is still buffered first
-    return response
+from tests.support import ROOT
+from tests.support.browser import CLOSED, CONNECTING, OPEN, PageEventSource, fetch_stream, messages
+from tests.support.sse import parse_events
+from tests.support.upstreams import Seen, ndjson_handler, recorded
 
 
 async def same_origin_page(browser: Any, gateway: str) -> Any:
@@ -92,7 +55,7 @@ def expected_data(line: bytes) -> str:
 async def test_eventsource_gets_every_line_in_order_and_end_closes_it_without_reconnect(
     browser, start_upstream, start_gateway
 ):
-    requests: list[UpstreamRequest] = []
+    requests: list[Seen] = []
     upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), requests)})
     gateway = await start_gateway(
         [{"path": "/stream", "upstream": upstream + "/chat", "events": {"retry": 300}}]
@@ -229,8 +192,8 @@ async def test_event_from_names_reach_add_event_listener_and_ids_reach_last_even
 async def test_upstream_4xx_or_5xx_fails_the_eventsource_for_good(
     browser, start_upstream, start_gateway
 ):
-    missing: list[UpstreamRequest] = []
-    broken: list[UpstreamRequest] = []
+    missing: list[Seen] = []
+    broken: list[Seen] = []
 
     async def not_found(request: web.Request) -> web.Response:
         return web.json_response({"error": "no such model"}, status=404)
@@ -266,8 +229,8 @@ async def test_upstream_4xx_or_5xx_fails_the_eventsource_for_good(
         assert len(await stream.log()) == 1
 
 
-async def line_then_drop(request: web.Request) -> web.StreamResponse:
-    return await write_then_drop(request, [b'{"n": 1}\n'])
+# An upstream that sends a line and then loses its connection mid-body (no chunked end).
+line_then_drop = ndjson_handler([b'{"n": 1}\n'], end="close")
 
 
 @pytest.mark.parametrize(
@@ -312,12 +275,13 @@ async def test_a_stream_that_breaks_mid_way_delivers_a_json_error_event(
 async def test_browser_reconnects_after_retry_with_last_event_id_in_header_and_body(
     browser, start_upstream, start_gateway
 ):
-    requests: list[UpstreamRequest] = []
+    requests: list[Seen] = []
     dropped_at: list[float] = []
 
     async def resumable(request: web.Request) -> web.StreamResponse:
         if len(requests) == 1:
-            response = await write_then_drop(request, [b'{"n": 1}\n', b'{"n": 2}\n', b'{"n": 3}\n'])
+            lines = [b'{"n": 1}\n', b'{"n": 2}\n', b'{"n": 3}\n']
+            response = await ndjson_handler(lines, end="close")(request)
             dropped_at.append(time.monotonic())
             return response
         return await ndjson_handler([b'{"n": 4}\n', b'{"n": 5}\n'])(request)
@@ -371,7 +335,7 @@ async def test_browser_reconnects_after_retry_with_last_event_id_in_header_and_b
 async def test_fetch_post_streaming_gets_the_same_events_as_eventsource(
     browser, start_upstream, start_gateway
 ):
-    requests: list[UpstreamRequest] = []
+    requests: list[Seen] = []
 
     async def echo_words(request: web.Request) -> web.StreamResponse:
         prompt = (await request.json())["prompt"]
@@ -459,7 +423,7 @@ async def test_demo_page_streams_the_whole_answer_and_says_done(browser, start_g
 async def test_demo_page_closes_on_the_gateways_error_event_instead_of_restarting(
     browser, start_upstream, start_gateway
 ):
-    requests: list[UpstreamRequest] = []
+    requests: list[Seen] = []
     upstream = await start_upstream({"/chat": recorded(line_then_drop, requests)})
     gateway = await start_gateway(
         [

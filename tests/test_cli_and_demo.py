@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import parse_events
 
 from proxy import create_app, load_config, make_runner
 from proxy.demo import demo_reply_tokens
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def start_cli(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-    match = re.search(r"listening on (http://\S+)", line)
-    assert match, line
-    return process, match.group(1)
-
-
-async def stop_cli(process: asyncio.subprocess.Process) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 10)
+from tests.support import ROOT
+from tests.support.processes import run_cli, start_gateway_process
+from tests.support.sse import parse_events
 
 
 @pytest.fixture
@@ -54,17 +25,6 @@ async def bundled_gateway() -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     await runner.cleanup()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +68,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 
 async def test_python_m_proxy_runs_the_bundled_demo_on_any_port():
-    process, base = await start_cli("--port", "0")
+    gateway = await start_gateway_process("--port", "0")
+    base = gateway.base
     try:
         assert base.startswith("http://127.0.0.1:")
         assert not base.endswith(":8080")
@@ -123,17 +84,18 @@ async def test_python_m_proxy_runs_the_bundled_demo_on_any_port():
         assert "".join(tokens) == "".join(demo_reply_tokens("ping"))
         assert events[-1].event == "end"
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
 
 
 async def test_host_flag_overrides_the_config():
-    process, base = await start_cli("--host", "127.0.0.2", "--port", "0")
+    gateway = await start_gateway_process("--host", "127.0.0.2", "--port", "0")
+    base = gateway.base
     try:
         assert base.startswith("http://127.0.0.2:")
         async with aiohttp.ClientSession() as session, session.get(base + "/") as response:
             assert response.status == 200
     finally:
-        await stop_cli(process)
+        assert await gateway.stop() == 0
 
 
 async def test_demo_page_uses_a_native_event_source(bundled_gateway):
@@ -205,7 +167,8 @@ def test_routes_may_not_shadow_the_gateways_own_paths(tmp_path):
 
 
 async def test_uvloop_event_loop_serves_the_same_stream():
-    process, base = await start_cli("--port", "0", "--loop", "uvloop")
+    gateway = await start_gateway_process("--port", "0", "--loop", "uvloop")
+    base = gateway.base
     try:
         body = orjson.dumps({"messages": [{"content": "uv"}], "options": {"delay_ms": 0}})
         async with (
@@ -217,7 +180,7 @@ async def test_uvloop_event_loop_serves_the_same_stream():
             demo_reply_tokens("uv")
         )
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
 
 
 def test_check_config_validates_and_exits_without_serving(tmp_path):

@@ -12,8 +12,11 @@ import time
 
 import psutil
 from aiohttp import web
-from conftest import ndjson_handler, parse_events
-from test_cli_and_demo import start_cli, stop_cli
+
+from tests.support.processes import start_gateway_process
+from tests.support.sse import parse_events
+from tests.support.upstreams import ndjson_handler
+from tests.support.waiting import eventually
 
 
 def open_fds() -> int:
@@ -26,13 +29,6 @@ def connections_to(port: int) -> int:
         for c in psutil.Process().net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
     )
-
-
-async def eventually(check, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "did not happen in time"
-        await asyncio.sleep(0.05)
 
 
 async def raw_request(
@@ -54,8 +50,8 @@ async def test_slowloris_headers_get_408_json_and_the_gateway_goes_on(tmp_path):
             }
         )
     )
-    process, base = await start_cli("--config", str(config), "--port", "0")
-    port = int(base.rsplit(":", 1)[1])
+    gateway = await start_gateway_process("--config", str(config), "--port", "0")
+    port = int(gateway.base.rsplit(":", 1)[1])
     try:
         started = time.monotonic()
         reader, writer = await raw_request(port, b"GET /a HTTP/1.1\r\nHost: x\r\n")
@@ -76,7 +72,7 @@ async def test_slowloris_headers_get_408_json_and_the_gateway_goes_on(tmp_path):
         assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 OK")
         writer.close()
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
 
 
 async def test_a_client_that_never_reads_is_cut_off_after_write_timeout_and_so_is_the_upstream(
@@ -185,8 +181,10 @@ async def test_a_thousand_clients_vanishing_at_random_leave_no_upstream_connecti
 
     for _ in range(10):  # 1,000 clients, 100 at a time (the machine's fd limit is shared)
         await asyncio.gather(*(vanish() for _ in range(100)))
-    await eventually(lambda: connections_to(upstream_port) == 0, 10)
-    await eventually(lambda: open_fds() <= fds_before + 2, 10)
+    await eventually(
+        lambda: connections_to(upstream_port) == 0, "no connection to the upstream left", 10
+    )
+    await eventually(lambda: open_fds() <= fds_before + 2, "the descriptors back to before", 10)
     # And the gateway still streams.
     reader, writer = await raw_request(
         port, b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

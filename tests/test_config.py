@@ -18,8 +18,9 @@ from proxy.config import (
 )
 from proxy.errors import ConfigError
 from proxy.pointer import JsonPointer
+from tests.support import ROOT
 
-BUNDLED = Path(__file__).resolve().parent.parent / "config.yaml"
+BUNDLED = ROOT / "config.yaml"
 
 
 def yaml(text: str) -> str:

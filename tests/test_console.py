@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
-from conftest import ndjson_handler, parse_events
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+from tests.support.sse import parse_events
+from tests.support.upstreams import Seen, ndjson_handler, recorded
+
 DEV = {"mode": "dev"}
 NOT_ENDED = "\u2013"  # the console's placeholder for "no end reason yet"
 
@@ -31,15 +32,6 @@ WATCH_ROUTE = {
     "path": "/watch",
     "events": {"event_from": "/type", "id": "/rv", "complete_when": "/done"},
 }
-
-
-def recorded(handler: Any, bodies: list[Any]) -> Any:
-    async def record(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        bodies.append(orjson.loads(raw) if raw else None)
-        return await handler(request)
-
-    return record
 
 
 async def open_console(browser: Any, gateway: str, route: str) -> Any:
@@ -70,8 +62,8 @@ async def wait_ended(page: Any) -> str:
 async def test_the_table_fills_as_events_arrive_each_raw_line_beside_its_event(
     browser, start_upstream, start_gateway, http
 ):
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED, pause=0.4), bodies)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED, pause=0.4), seen)})
     gateway = await start_gateway([{**WATCH_ROUTE, "upstream": upstream + "/watch"}], server=DEV)
     page = await open_console(browser, gateway, "/watch")
     cdp = await page.context.new_cdp_session(page)
@@ -131,7 +123,7 @@ async def test_the_table_fills_as_events_arrive_each_raw_line_beside_its_event(
         ("end", "104"),
     ]
     # The tap parameter is the console's, not the upstream's.
-    assert bodies == [{"namespace": "default"}]
+    assert [request.body for request in seen] == [{"namespace": "default"}]
     assert page.errors == []
 
     artifacts = ROOT / "artifacts"
@@ -144,15 +136,15 @@ async def test_the_table_fills_as_events_arrive_each_raw_line_beside_its_event(
 async def test_post_streams_with_fetch_and_sends_the_json_body(
     browser, start_upstream, start_gateway
 ):
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED), bodies)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED), seen)})
     gateway = await start_gateway([{**WATCH_ROUTE, "upstream": upstream + "/watch"}], server=DEV)
     page = await open_console(browser, gateway, "/watch")
     await page.check("input[name=method][value=POST]")
     await page.fill("#body", '{"labels": {"app": "web"}}')
     await page.click("#start")
     assert await wait_ended(page) == "end"
-    assert bodies == [{"labels": {"app": "web"}}]
+    assert [request.body for request in seen] == [{"labels": {"app": "web"}}]
     rows = await table(page)
     assert [row[3] for row in rows] == [
         "ADDED",
@@ -211,8 +203,8 @@ async def test_a_refused_stream_says_so_and_is_not_retried(browser, start_upstre
 async def test_console_is_off_in_production_and_the_tap_parameter_is_then_just_a_field(
     start_upstream, start_gateway, http
 ):
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED[:1]), bodies)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED[:1]), seen)})
     route = {"path": "/watch", "upstream": upstream + "/watch"}
     production = await start_gateway([route])
     forced_on = await start_gateway([route], server={"console": True})
@@ -229,7 +221,7 @@ async def test_console_is_off_in_production_and_the_tap_parameter_is_then_just_a
     async with http.get(f"{forced_on}/watch?_proxy_tap=1") as response:
         events = parse_events(await response.read())
     assert [e.event for e in events] == ["upstream-line", "message", "end"]
-    assert bodies == [{"_proxy_tap": "1"}, {"_proxy_tap": "1"}, {}]
+    assert [request.body for request in seen] == [{"_proxy_tap": "1"}, {"_proxy_tap": "1"}, {}]
 
 
 async def test_the_route_list_shows_no_secrets(start_gateway, http):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from chunking import CHUNKERS
 
 from proxy.config import EventsConfig
 from proxy.console.tap import RAW_TEXT_LIMIT, TAP_EVENT, TappedConverter
 from proxy.convert import StreamConverter, body_decoder
 from proxy.sse import SSEEvent, SSEParser
+from tests.support.chunking import CHUNKERS
 
 
 def run(chunks: list[bytes], framing: str = "ndjson", converter_class=TappedConverter, **rules):

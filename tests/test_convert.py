@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from chunking import CHUNKERS, splits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from proxy.convert import (
 )
 from proxy.errors import LineTooLong, StreamError
 from proxy.sse import SSEEvent, SSEParser, SSERetry
+from tests.support.chunking import CHUNKERS, splits
 
 
 def convert(chunks: list[bytes], framing: str = "ndjson", max_line_bytes: int = 1024, **rules):

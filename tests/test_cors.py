@@ -7,12 +7,13 @@ tests/test_readme_snippets.py.)
 from __future__ import annotations
 
 import pytest
-from conftest import ndjson_handler, parse_events
 
 from proxy import parse_config
 from proxy.config import CorsConfig
 from proxy.cors import cors_headers, is_same_origin, preflight_headers
 from proxy.errors import ConfigError
+from tests.support.sse import parse_events
+from tests.support.upstreams import ndjson_handler
 
 APP = "http://127.0.0.1:5173"
 OTHER = "http://evil.example"

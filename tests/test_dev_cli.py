@@ -7,20 +7,23 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import parse_events
-from multidict import CIMultiDict
-from processes import GatewayProcess, running_gateway, start_gateway_process
-from test_cli_and_demo import run_cli
 from yarl import URL
 
 from proxy.demo import demo_reply_tokens
+from tests.support.processes import (
+    GatewayProcess,
+    run_cli,
+    running_gateway,
+    start_gateway_process,
+)
+from tests.support.sse import parse_events
+from tests.support.upstreams import Seen, recorded
 
 LINES = [b'{"n":1,"text":"a"}\n', b'{"n":2,"text":"b"}\n', b'{"n":3,"text":"c"}\n']
 SSE_BODY = (
@@ -36,18 +39,6 @@ ACCESS_LINE = r'^\{.*"logger":"proxy\.access".*\}$'
 # -- a real upstream that accepts any path and remembers what it got -------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    headers: CIMultiDict[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
 class Upstream:
     """Streams :data:`LINES` as NDJSON for any path, except: a path ending in ``/status503``
     answers 503 (echoing the ``X-Api-Key`` it got, as careless APIs do), one ending in ``/hold``
@@ -59,15 +50,6 @@ class Upstream:
         self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(
-            Seen(
-                request.method,
-                request.rel_url.raw_path,
-                request.rel_url.raw_query_string,
-                CIMultiDict(request.headers),
-                await request.read(),
-            )
-        )
         if request.path.endswith("/status503"):
             key = request.headers.get("X-Api-Key", "")
             return web.json_response({"error": f"overloaded (key {key})"}, status=503)
@@ -87,7 +69,7 @@ class Upstream:
 async def upstream(aiohttp_server):
     upstream = Upstream()
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    app.router.add_route("*", "/{tail:.*}", recorded(upstream.handle, upstream.seen))
     server = await aiohttp_server(app)
     upstream.url = f"http://127.0.0.1:{server.port}"
     yield upstream
@@ -133,9 +115,9 @@ async def test_get_root_posts_the_body_built_from_the_query_to_the_upstream_url(
         status, raw = await fetch(http, "GET", gateway.base + "/", params=params)
     assert (status, raw) == (200, SSE_BODY)
     [seen] = upstream.seen
-    assert (seen.method, seen.path, seen.query) == ("POST", "/api/chat", "")
+    assert (seen.method, seen.raw_path, seen.raw_query) == ("POST", "/api/chat", "")
     assert seen.headers["Content-Type"] == "application/json"
-    assert seen.json() == {**nested, "model": "llama3", "temperature": "0.5"}
+    assert seen.body == {**nested, "model": "llama3", "temperature": "0.5"}
 
 
 async def test_post_root_sends_the_clients_json_body_upstream(upstream, http):
@@ -144,8 +126,8 @@ async def test_post_root_sends_the_clients_json_body_upstream(upstream, http):
         status, raw = await fetch(http, "POST", gateway.base + "/", json=body)
     assert (status, raw) == (200, SSE_BODY)
     [seen] = upstream.seen
-    assert (seen.method, seen.path, seen.query) == ("POST", "/api/chat", "")
-    assert seen.json() == body
+    assert (seen.method, seen.raw_path, seen.raw_query) == ("POST", "/api/chat", "")
+    assert seen.body == body
 
 
 async def test_every_ndjson_line_is_one_event_with_a_sequence_id_then_end(upstream, http):
@@ -167,7 +149,7 @@ async def test_a_path_under_the_gateway_goes_to_the_same_path_under_the_upstream
     async with running_gateway("--upstream", f"{upstream.url}/api/chat", "--port", "0") as gateway:
         assert await fetch(http, "GET", gateway.base + "/x/y") == (200, SSE_BODY)
         assert await fetch(http, "POST", gateway.base + "/x/y/", json={"a": 1}) == (200, SSE_BODY)
-    assert [(s.method, s.path, s.body) for s in upstream.seen] == [
+    assert [(s.method, s.raw_path, s.raw_body) for s in upstream.seen] == [
         ("POST", "/api/chat/x/y", b"{}"),
         ("POST", "/api/chat/x/y/", b'{"a":1}'),
     ]
@@ -177,7 +159,7 @@ async def test_an_upstream_without_a_path_serves_every_path_under_its_root(upstr
     async with running_gateway("--upstream", upstream.url, "--port", "0") as gateway:
         assert await fetch(http, "GET", gateway.base + "/api/generate") == (200, SSE_BODY)
         assert await fetch(http, "GET", gateway.base + "/") == (200, SSE_BODY)
-    assert [s.path for s in upstream.seen] == ["/api/generate", "/"]
+    assert [s.raw_path for s in upstream.seen] == ["/api/generate", "/"]
 
 
 DOT_PATHS = ["/a/../b", "/a/./b", "/a/..", "/a/%2E%2E/b", "/a/%2e/b", "/../api/x"]
@@ -257,7 +239,7 @@ async def test_the_upstream_urls_own_query_string_is_kept(upstream, http):
     async with running_gateway("--upstream", f"{upstream.url}/api?x=1", "--port", "0") as gateway:
         await fetch(http, "GET", gateway.base + "/", params={"body": '{"a":1}', "b": "2"})
         await fetch(http, "POST", gateway.base + "/chat", json={"a": 1})
-    assert [(s.path, s.query, s.json()) for s in upstream.seen] == [
+    assert [(s.raw_path, s.raw_query, s.body) for s in upstream.seen] == [
         ("/api", "x=1", {"a": 1, "b": "2"}),
         ("/api/chat", "x=1", {"a": 1}),
     ]

@@ -1,7 +1,7 @@
 """The recipes in ``examples/``, each run as shipped against a fake of its backend.
 
 Each test loads the real file, points its ``${VAR:-default}`` backend address at a fake upstream
-(``tests/fake_backends.py``: the real services' Content-Types, framing, field names and terminal
+(``tests/support/services.py``: the real services' Content-Types, framing, field names and terminal
 lines) and starts the gateway the way ``python -m proxy`` does. A client then makes the requests a
 page would (EventSource's GET with ``?body=``, fetch's POST with JSON) and the test asserts exactly
 the events it gets, and what the backend was sent.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,20 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from conftest import parse_all, parse_events
-from fake_backends import (
+
+from proxy import parse_config
+from proxy.sse import SSEEvent, SSERetry
+from tests.support import ROOT
+from tests.support.processes import run_cli
+from tests.support.services import (
     FakeInternalApi,
     FakeKubernetes,
     FakeOllama,
     FakeOpenAI,
     FakeSpringWebFlux,
 )
+from tests.support.sse import parse_all, parse_events
 
-from proxy import parse_config
-from proxy.sse import SSEEvent, SSERetry
-
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 RECIPES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
 # What a browser's EventSource sends with its GET.
@@ -612,14 +612,7 @@ REQUIRED_ENV = {"OPENAI_API_KEY": "sk-check", "INTERNAL_API_KEY": "check"}
 
 def check_config(name: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m proxy --check-config`` on a recipe, with exactly ``environ``."""
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", "--check-config", "--config", f"examples/{name}.yaml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**environ, "PYTHONWARNINGS": "ignore"},
-    )
+    return run_cli("--check-config", "--config", f"examples/{name}.yaml", env=environ)
 
 
 def environment_without(*names: str) -> dict[str, str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from chunking import CHUNKERS, bytewise, every_two_way_split, splits, whole
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import LineTooLong, StreamError
 from proxy.framing import LineFramer
+from tests.support.chunking import CHUNKERS, bytewise, every_two_way_split, splits, whole
 
 BOM = b"\xef\xbb\xbf"
 

@@ -11,11 +11,9 @@ any dependence on where chunks were cut shows up as a difference.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
 import pytest
-from chunking import splits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,10 +30,12 @@ from proxy.convert import StreamConverter, body_decoder
 from proxy.errors import LineTooLong, StreamError
 from proxy.framing import LineFramer
 from proxy.sse import SSEEvent, SSEParser, SSERetry
+from tests.support import ROOT
+from tests.support.chunking import splits
 
 BOM = b"\xef\xbb\xbf"
 RS = b"\x1e"
-FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+FUZZ = ROOT / "fuzz"
 
 # -- LineFramer as a state machine ---------------------------------------------------------------
 
@@ -529,9 +529,7 @@ def test_no_upstream_value_forges_sse_framing(rules, lines, separator, framing, 
     ],
 )
 @pytest.mark.parametrize("rules", COMBINATIONS[:: len(COMBINATIONS) // 8])
-def test_a_first_line_that_starts_with_a_bom_is_read_without_it_even_with_no_body_bom(
-    rules, lines
-):
+def test_a_first_line_that_starts_with_a_bom_is_read_without_it_even_with_no_body_bom(rules, lines):
     """Hypothesis found it: the framer cannot tell the body's BOM from a first line's own, so the
     first line loses it either way, and what the client reads must say so."""
     assert_no_forgery(rules, lines, b"\n", "ndjson", False, None)

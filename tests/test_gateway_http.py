@@ -5,27 +5,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from typing import Any
 from urllib.parse import quote
 
 import orjson
 import pytest
 from aiohttp import web
-from conftest import ndjson_handler, parse_all, parse_events
 from yarl import URL
 
 from proxy.sse import SSEEvent, SSERetry
-
-
-def recording_upstream(seen: list[web.Request], bodies: list[Any], lines: list[bytes]):
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append(request)
-        raw = await request.read()
-        bodies.append(orjson.loads(raw) if raw else None)
-        return await ndjson_handler(lines)(request)
-
-    return handler
-
+from tests.support.sse import parse_all, parse_events
+from tests.support.upstreams import Seen, ndjson_handler, recorded
 
 LINES = [b'{"n": 1}\n', b'{"n": 2}\n']
 ANY_PATH = "/{tail:[\\s\\S]*}"  # every path, even one with CR/LF in it
@@ -34,9 +23,8 @@ ANY_PATH = "/{tail:[\\s\\S]*}"  # every path, even one with CR/LF in it
 async def test_get_query_becomes_json_body_with_defaults_underneath(
     start_upstream, start_gateway, http
 ):
-    seen: list[web.Request] = []
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/chat": recording_upstream(seen, bodies, LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [
             {
@@ -52,7 +40,7 @@ async def test_get_query_becomes_json_body_with_defaults_underneath(
         await response.read()
     assert seen[0].method == "POST"
     assert seen[0].headers["Content-Type"] == "application/json"
-    assert bodies[0] == {
+    assert seen[0].body == {
         "stream": True,
         "model": "x",
         "tag": ["a", "b"],
@@ -62,9 +50,8 @@ async def test_get_query_becomes_json_body_with_defaults_underneath(
 
 
 async def test_post_json_object_is_merged_over_defaults(start_upstream, start_gateway, http):
-    seen: list[web.Request] = []
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/chat": recording_upstream(seen, bodies, LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/chat", "body": {"defaults": {"stream": True}}}]
     )
@@ -73,7 +60,7 @@ async def test_post_json_object_is_merged_over_defaults(start_upstream, start_ga
     ) as response:
         assert response.status == 200
         assert parse_events(await response.read())[0].data == '{"n": 1}'
-    assert bodies == [{"stream": False, "q": [1, {"x": None}]}]
+    assert [request.body for request in seen] == [{"stream": False, "q": [1, {"x": None}]}]
 
 
 @pytest.mark.parametrize(
@@ -87,8 +74,8 @@ async def test_post_json_object_is_merged_over_defaults(start_upstream, start_ga
 async def test_post_body_that_is_not_a_json_object_gets_400_json(
     start_upstream, start_gateway, http, body, code
 ):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({"/chat": recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway([{"path": "/chat", "upstream": upstream + "/chat"}])
     async with http.post(f"{gateway}/chat", data=body) as response:
         assert response.status == 400
@@ -118,8 +105,8 @@ async def test_post_body_over_the_limit_gets_413(start_upstream, start_gateway, 
 
 
 async def test_headers_injected_forwarded_and_hop_by_hop_never(start_upstream, start_gateway, http):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({"/chat": recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [
             {
@@ -154,8 +141,8 @@ async def test_headers_injected_forwarded_and_hop_by_hop_never(start_upstream, s
 async def test_last_event_id_goes_into_the_body_when_the_route_says_so(
     start_upstream, start_gateway, http
 ):
-    bodies: list[Any] = []
-    upstream = await start_upstream({"/chat": recording_upstream([], bodies, LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [
             {
@@ -167,7 +154,7 @@ async def test_last_event_id_goes_into_the_body_when_the_route_says_so(
     )
     async with http.get(f"{gateway}/chat?q=1", headers={"Last-Event-ID": "7"}) as response:
         await response.read()
-    assert bodies == [{"q": "1", "resume_after": "7"}]
+    assert [request.body for request in seen] == [{"q": "1", "resume_after": "7"}]
 
 
 @pytest.mark.parametrize(
@@ -182,8 +169,8 @@ async def test_last_event_id_goes_into_the_body_when_the_route_says_so(
 async def test_path_variable_is_exactly_one_upstream_path_segment(
     start_upstream, start_gateway, http, client_path, upstream_raw_path
 ):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({ANY_PATH: recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [{"path": "/u/{name}", "upstream": upstream + "/base/{name}/stream"}]
     )
@@ -197,8 +184,8 @@ async def test_path_variable_is_exactly_one_upstream_path_segment(
 async def test_path_variable_with_a_dot_segment_is_refused_before_any_upstream_request(
     start_upstream, start_gateway, http, client_path
 ):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({ANY_PATH: recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [{"path": "/u/{name}", "upstream": upstream + "/base/{name}/stream"}]
     )
@@ -553,8 +540,8 @@ async def test_invalid_utf8_and_binary_garbage_never_crash_a_stream(
 async def test_tail_placeholder_goes_upstream_as_a_path_with_each_segment_escaped(
     start_upstream, start_gateway, http
 ):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({ANY_PATH: recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
     )
@@ -571,8 +558,8 @@ async def test_tail_placeholder_goes_upstream_as_a_path_with_each_segment_escape
 async def test_tail_with_a_dot_segment_is_refused_before_any_upstream_request(
     start_upstream, start_gateway, http, raw_tail
 ):
-    seen: list[web.Request] = []
-    upstream = await start_upstream({ANY_PATH: recording_upstream(seen, [], LINES)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({ANY_PATH: recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(
         [{"path": "/models/{tail:.*}", "upstream": upstream + "/api/{tail}"}]
     )

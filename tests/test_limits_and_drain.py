@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,15 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import ndjson_handler
 
 from proxy import create_app, make_runner, parse_config
 from proxy.app import STREAMS
-from proxy.sse import SSEEvent, SSEParser
+from proxy.sse import SSEEvent
+from tests.support.processes import GatewayProcess, start_gateway_process
+from tests.support.sse import EventStream
+from tests.support.upstreams import Handler, Seen, ndjson_handler, recorded
+from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parent.parent
 SHUTTING_DOWN = {
     "error": {
         "code": "shutting_down",
@@ -39,107 +39,43 @@ SHUTTING_DOWN = {
 # -- upstreams that report what happened to their requests -----------------------------------------
 
 
-@dataclass
-class Seen:
-    """What an upstream saw: requests that reached it, and requests whose connection closed."""
-
-    opened: int = 0
-    closed: int = 0
-    written: int = 0
-
-
 def line(n: int) -> bytes:
     return b'{"n": %d}\n' % n
 
 
-def silent_after_first_line(seen: Seen) -> Callable[[web.Request], Any]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.opened += 1
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        await response.write(line(0))
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            seen.closed += 1
-            raise
-        return response
-
-    return handler
+def closed(seen: list[Seen]) -> int:
+    """How many of the upstream's requests the gateway closed before their answer ended."""
+    return sum(request.closed for request in seen)
 
 
-def drip(seen: Seen, every: float) -> Callable[[web.Request], Any]:
+def silent_after_first_line() -> Handler:
+    """The first line, then silence for longer than any test runs."""
+    return ndjson_handler([line(0)], pause=60)
+
+
+def drip(every: float) -> Handler:
     """A line every ``every`` seconds, for far longer than any test runs."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.opened += 1
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        try:
-            for n in range(1, 100_000):
-                await response.write(line(n))
-                await asyncio.sleep(every)
-        except (asyncio.CancelledError, ConnectionResetError):
-            seen.closed += 1
-            raise
-        return response
-
-    return handler
+    return ndjson_handler([line(n) for n in range(1, 100_000)], pause=every)
 
 
-def firehose(seen: Seen) -> Callable[[web.Request], Any]:
-    """16 KB lines as fast as the gateway takes them."""
+class Firehose:
+    """16 KB lines as fast as the gateway takes them; ``written`` counts the bytes written."""
+
     big = orjson.dumps({"pad": "x" * 16000}) + b"\n"
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        seen.opened += 1
+    def __init__(self) -> None:
+        self.written = 0
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        try:
-            for _ in range(100_000):
-                await response.write(big)
-                seen.written += len(big)
-        except (asyncio.CancelledError, ConnectionResetError):
-            seen.closed += 1
-            raise
+        for _ in range(100_000):
+            await response.write(self.big)
+            self.written += len(self.big)
         return response
-
-    return handler
-
-
-async def eventually(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- clients ----------------------------------------------------------------------------------------
-
-
-class EventStream:
-    """An open SSE response, read event by event."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.parser = SSEParser()
-        self.events: list[SSEEvent] = []
-
-    async def read_events(self, count: int, within: float = 5.0) -> list[SSEEvent]:
-        while len(self.events) < count:
-            chunk = await asyncio.wait_for(self.response.content.readany(), within)
-            assert chunk, f"the stream ended after {len(self.events)} events"
-            self.events += [e for e in self.parser.feed(chunk) if isinstance(e, SSEEvent)]
-        return self.events
-
-    async def read_to_end(self, within: float = 5.0) -> list[SSEEvent]:
-        while chunk := await asyncio.wait_for(self.response.content.readany(), within):
-            self.events += [e for e in self.parser.feed(chunk) if isinstance(e, SSEEvent)]
-        return self.events
-
-    def close(self) -> None:
-        self.response.close()  # a real socket close: the body was not read to its end
 
 
 async def open_stream(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> EventStream:
@@ -188,36 +124,19 @@ def too_many(message: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def gateway_process(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await start(config) -> (process, base URL)``: ``python -m proxy --config`` on any port."""
-    processes: list[asyncio.subprocess.Process] = []
+    """``await start(config) -> GatewayProcess``: ``python -m proxy --config`` on any port."""
+    started: list[GatewayProcess] = []
 
-    async def start(config: dict[str, Any]) -> tuple[asyncio.subprocess.Process, str]:
+    async def start(config: dict[str, Any]) -> GatewayProcess:
         path = tmp_path / "cfg.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
-        with (tmp_path / "stderr.log").open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "proxy",
-                "--config",
-                str(path),
-                "--port",
-                "0",
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-            )
-        processes.append(process)
-        assert process.stdout is not None
-        first = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-        assert "listening on http://" in first, first
-        return process, first.split("listening on ")[1].split()[0]
+        gateway = await start_gateway_process("--config", str(path), "--port", "0")
+        started.append(gateway)
+        return gateway
 
     yield start
-    for process in processes:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    for gateway in started:
+        await gateway.stop()
 
 
 # -- per-route and gateway limits -------------------------------------------------------------------
@@ -226,9 +145,12 @@ async def gateway_process(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 async def test_route_at_max_streams_refuses_with_503_before_the_upstream_until_a_stream_closes(
     start_upstream, start_gateway, http
 ):
-    silent = Seen()
+    silent: list[Seen] = []
     upstream = await start_upstream(
-        {"/silent": silent_after_first_line(silent), "/quick": ndjson_handler([line(1), line(2)])}
+        {
+            "/silent": recorded(silent_after_first_line(), silent),
+            "/quick": ndjson_handler([line(1), line(2)]),
+        }
     )
     gateway = await start_gateway(
         [
@@ -244,7 +166,7 @@ async def test_route_at_max_streams_refuses_with_503_before_the_upstream_until_a
             "1",
             too_many("route /limited has its maximum of 2 open streams"),
         )
-        assert silent.opened == 2  # the refused request never reached the upstream
+        assert len(silent) == 2  # the refused request never reached the upstream
 
         async with http.get(gateway + "/other") as response:
             assert response.status == 200
@@ -256,9 +178,9 @@ async def test_route_at_max_streams_refuses_with_503_before_the_upstream_until_a
             ]
 
         first.close()
-        await eventually(lambda: silent.closed == 1, "the upstream of the closed stream ended")
+        await eventually(lambda: closed(silent) == 1, "the upstream of the closed stream ended")
         await admitted_within(5, http, gateway + "/limited")
-        assert silent.opened == 3
+        assert len(silent) == 3
     finally:
         first.close()
         second.close()
@@ -267,8 +189,8 @@ async def test_route_at_max_streams_refuses_with_503_before_the_upstream_until_a
 async def test_gateway_max_streams_counts_streams_of_all_routes(
     start_upstream, start_gateway, http
 ):
-    silent = Seen()
-    upstream = await start_upstream({"/silent": silent_after_first_line(silent)})
+    silent: list[Seen] = []
+    upstream = await start_upstream({"/silent": recorded(silent_after_first_line(), silent)})
     gateway = await start_gateway(
         [
             {"path": "/a", "upstream": upstream + "/silent"},
@@ -282,12 +204,12 @@ async def test_gateway_max_streams_counts_streams_of_all_routes(
         full = (503, "1", too_many("the gateway has its maximum of 2 open streams"))
         assert await refused(http, gateway + "/a") == full
         assert await refused(http, gateway + "/b") == full
-        assert silent.opened == 2
+        assert len(silent) == 2
 
         on_b.close()
-        await eventually(lambda: silent.closed == 1, "the upstream of the closed stream ended")
+        await eventually(lambda: closed(silent) == 1, "the upstream of the closed stream ended")
         await admitted_within(5, http, gateway + "/a")
-        assert silent.opened == 3
+        assert len(silent) == 3
     finally:
         on_a.close()
         on_b.close()
@@ -319,8 +241,8 @@ async def test_requests_that_fail_before_streaming_do_not_keep_their_slot(
 async def test_stream_past_max_duration_ends_with_an_error_event_and_closes_the_upstream(
     start_upstream, start_gateway, http
 ):
-    seen = Seen()
-    upstream = await start_upstream({"/drip": drip(seen, 0.1)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/drip": recorded(drip(0.1), seen)})
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/drip", "limits": {"max_duration": 0.5}}]
     )
@@ -340,7 +262,7 @@ async def test_stream_past_max_duration_ends_with_an_error_event_and_closes_the_
         "code": "max_duration",
         "message": "the stream reached its maximum of 0.5 s",
     }
-    await eventually(lambda: seen.closed == 1, "the upstream request was closed", within=2)
+    await eventually(lambda: closed(seen) == 1, "the upstream request was closed", within=2)
 
 
 async def test_stream_that_finishes_within_max_duration_ends_normally(
@@ -362,8 +284,8 @@ async def test_stream_that_finishes_within_max_duration_ends_normally(
 async def test_ndjson_passthrough_past_max_duration_ends_with_an_error_line(
     start_upstream, start_gateway, http
 ):
-    seen = Seen()
-    upstream = await start_upstream({"/drip": drip(seen, 0.1)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/drip": recorded(drip(0.1), seen)})
     gateway = await start_gateway(
         [{"path": "/chat", "upstream": upstream + "/drip", "limits": {"max_duration": 0.5}}]
     )
@@ -378,7 +300,7 @@ async def test_ndjson_passthrough_past_max_duration_ends_with_an_error_line(
     assert orjson.loads(last) == {
         "error": {"code": "max_duration", "message": "the stream reached its maximum of 0.5 s"}
     }
-    await eventually(lambda: seen.closed == 1, "the upstream request was closed", within=2)
+    await eventually(lambda: closed(seen) == 1, "the upstream request was closed", within=2)
 
 
 # -- health and readiness ---------------------------------------------------------------------------
@@ -398,8 +320,8 @@ async def test_readyz_and_healthz_answer_200_while_serving(start_gateway, http):
 async def test_drain_tells_open_streams_shutting_down_and_refuses_new_ones(start_upstream, http):
     """In process, with an upstream that is silent when the drain comes: nothing is being read or
     written, and the stream must still end at once."""
-    seen = Seen()
-    upstream = await start_upstream({"/silent": silent_after_first_line(seen)})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/silent": recorded(silent_after_first_line(), seen)})
     config = {"routes": [{"path": "/chat", "upstream": upstream + "/silent"}]}
     app = create_app(parse_config(json.dumps(config), {}))
     runner = make_runner(app)
@@ -417,12 +339,12 @@ async def test_drain_tells_open_streams_shutting_down_and_refuses_new_ones(start
         assert [(e.event, e.data) for e in events[:-1]] == [("message", '{"n": 0}')]
         assert error_of(events[-1]) == SHUTTING_DOWN["error"]
         assert await asyncio.wait_for(raw.read(), 2) == orjson.dumps(SHUTTING_DOWN) + b"\n"
-        await eventually(lambda: seen.closed == 2, "both upstream requests were closed", within=2)
+        await eventually(lambda: closed(seen) == 2, "both upstream requests were closed", within=2)
 
         async with http.get(gateway + "/readyz") as response:
             assert (response.status, await response.json()) == (503, {"status": "draining"})
         assert await refused(http, gateway + "/chat") == (503, "1", SHUTTING_DOWN)
-        assert seen.opened == 2
+        assert len(seen) == 2
     finally:
         await runner.cleanup()
 
@@ -430,14 +352,15 @@ async def test_drain_tells_open_streams_shutting_down_and_refuses_new_ones(start
 async def test_sigterm_tells_each_open_stream_shutting_down_and_exits_0(
     start_upstream, gateway_process, http
 ):
-    seen = Seen()
-    upstream = await start_upstream({"/drip": drip(seen, 0.2)})
-    process, gateway = await gateway_process(
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/drip": recorded(drip(0.2), seen)})
+    running = await gateway_process(
         {
             "server": {"drain_seconds": 5},
             "routes": [{"path": "/chat", "upstream": upstream + "/drip"}],
         }
     )
+    process, gateway = running.process, running.base
     streams = [await open_stream(http, gateway + "/chat") for _ in range(2)]
     try:
         for stream in streams:
@@ -455,7 +378,7 @@ async def test_sigterm_tells_each_open_stream_shutting_down_and_exits_0(
             ]
             assert error_of(last) == SHUTTING_DOWN["error"]
             assert last.id == str(count)  # the last id in force: a reconnect resumes after it
-        await eventually(lambda: seen.closed == 2, "both upstream requests were closed", within=3)
+        await eventually(lambda: closed(seen) == 2, "both upstream requests were closed", within=3)
 
         assert await asyncio.wait_for(process.wait(), 7) == 0
         assert loop.time() - signalled < 5 + 2
@@ -470,14 +393,16 @@ async def test_during_the_drain_readyz_fails_new_streams_get_503_and_a_stuck_cli
     """A client that never reads keeps its handler blocked in a write, so the drain lasts its
     whole ``drain_seconds``: long enough to look at the gateway while it drains, and the proof
     that such a client cannot hold the process up."""
-    seen = Seen()
-    upstream = await start_upstream({"/fire": firehose(seen)})
-    process, gateway = await gateway_process(
+    seen: list[Seen] = []
+    fire = Firehose()
+    upstream = await start_upstream({"/fire": recorded(fire, seen)})
+    running = await gateway_process(
         {
             "server": {"drain_seconds": 2},
             "routes": [{"path": "/chat", "upstream": upstream + "/fire"}],
         }
     )
+    process, gateway = running.process, running.base
     host, port = gateway.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
@@ -488,32 +413,31 @@ async def test_during_the_drain_readyz_fails_new_streams_get_503_and_a_stuck_cli
         # Read nothing more; wait until the buffers are full and the upstream is held back.
         plateau = -1
         for _ in range(30):
-            if seen.written == plateau:
+            if fire.written == plateau:
                 break
-            plateau = seen.written
+            plateau = fire.written
             await asyncio.sleep(0.3)
         assert plateau > 0
-        assert seen.written == plateau, "the upstream was never held back by the stuck client"
+        assert fire.written == plateau, "the upstream was never held back by the stuck client"
 
         loop = asyncio.get_running_loop()
         signalled = loop.time()
         process.send_signal(signal.SIGTERM)
-        await eventually(lambda: seen.closed == 1, "the upstream request was closed", within=2)
+        await eventually(lambda: closed(seen) == 1, "the upstream request was closed", within=2)
 
         async with http.get(gateway + "/readyz") as response:
             assert (response.status, await response.json()) == (503, {"status": "draining"})
         async with http.get(gateway + "/healthz") as response:
             assert response.status == 200
         assert await refused(http, gateway + "/chat") == (503, "1", SHUTTING_DOWN)
-        assert seen.opened == 1
+        assert len(seen) == 1
         assert process.returncode is None  # all of that was seen inside the drain window
 
         # serve() promises an exit "within server.drain_seconds"; a second is left for the
         # interpreter's own exit and for cancelling what the drain could not end.
         assert await asyncio.wait_for(process.wait(), 6) == 0
         elapsed = loop.time() - signalled
-        assert process.stdout is not None
-        log = (await process.stdout.read()).decode()
+        log = running.stdout
         assert 2 - 0.2 <= elapsed < 2 + 1, f"exited {elapsed:.2f} s after SIGTERM; log:\n{log}"
     finally:
         writer.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from conftest import ndjson_handler
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.upstreams import ndjson_handler
 
 LINES = [b'{"n": 1}\n', b'{"n": 2}\n', b"not json\n"]
 

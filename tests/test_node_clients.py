@@ -6,7 +6,8 @@ a ~100 KB line, custom event names, ids from the upstream, a line that is not JS
 ``error`` event, then the stream goes on) and EOF (``end``). The expected events are what our own
 parser makes of the raw bytes the gateway sent; ``check_shared_events`` also pins the count, the
 names and a few values from the upstream lines themselves, so the comparison is not circular.
-The stream and its checks live in client_stream.py, shared with test_python_clients.py.
+The stream and its checks live in tests/support/shared_stream.py, shared with
+test_python_clients.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from client_stream import (
+
+from tests.support.shared_stream import (
     EVENT_NAMES,
     check_shared_events,
     own_id,
@@ -25,7 +27,8 @@ from client_stream import (
     served_stream,
     stream_lines,
 )
-from conftest import ndjson_handler, parse_events
+from tests.support.sse import parse_events
+from tests.support.upstreams import ndjson_handler
 
 NODE_TIMEOUT = 20  # seconds; each script needs well under one
 

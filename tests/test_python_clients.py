@@ -1,8 +1,9 @@
 """Real Python SSE clients read the gateway's stream: httpx-sse and sseclient-py.
 
-Both read the shared stream of client_stream.py (unicode with U+2028 and NEL, CR and LF inside
-JSON strings, a ~100 KB line, custom names, upstream ids, an in-band ``error``, then ``end``) and
-must give what our own parser gives from the same bytes, apart from their documented differences.
+Both read the shared stream of tests/support/shared_stream.py (unicode with U+2028 and NEL, CR
+and LF inside JSON strings, a ~100 KB line, custom names, upstream ids, an in-band ``error``, then
+``end``) and must give what our own parser gives from the same bytes, apart from their documented
+differences.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from client_stream import own_id, served_stream
 from httpx_sse import aconnect_sse
 from sseclient import SSEClient
+
+from tests.support.shared_stream import own_id, served_stream
 
 
 async def test_httpx_sse_reads_the_same_events_names_and_last_ids(

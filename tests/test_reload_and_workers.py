@@ -12,8 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import parse_events
-from test_cli_and_demo import start_cli, stop_cli
+
+from tests.support.processes import start_gateway_process
+from tests.support.sse import parse_events
 
 DEMO_BODY = "?body=%7B%22options%22%3A%7B%22delay_ms%22%3A1%7D%7D"  # {"options":{"delay_ms":1}}
 SLOW_BODY = "?body=%7B%7D"  # the demo's own pace: about 2 s for the whole answer
@@ -37,7 +38,8 @@ async def status(session: aiohttp.ClientSession, url: str) -> int:
 async def test_sighup_swaps_routes_and_open_streams_finish_on_the_old_config(tmp_path):
     config = tmp_path / "gateway.yaml"
     write_config(config, ["/old"])
-    process, base = await start_cli("--config", str(config), "--port", "0")
+    gateway = await start_gateway_process("--config", str(config), "--port", "0")
+    process, base = gateway.process, gateway.base
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/old{SLOW_BODY}") as open_stream:
@@ -56,18 +58,18 @@ async def test_sighup_swaps_routes_and_open_streams_finish_on_the_old_config(tmp
             assert events[-1].event == "end"
             assert len(events) > 20
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
 
 
 async def test_sighup_with_a_bad_file_keeps_the_running_config_and_says_why(tmp_path):
     config = tmp_path / "gateway.yaml"
     write_config(config, ["/a"])
-    process, base = await start_cli("--config", str(config), "--port", "0")
+    gateway = await start_gateway_process("--config", str(config), "--port", "0")
+    process, base = gateway.process, gateway.base
     try:
         config.write_text("routes: [{path: /b, upstream: 'not a url'}]")
         process.send_signal(signal.SIGHUP)
-        assert process.stderr is not None
-        line = (await asyncio.wait_for(process.stderr.readline(), 10)).decode().strip()
+        line = (await gateway.wait_for(r"^.*\n", stream="stderr")).group(0).strip()
         # The same line as a start-up with that file gives.
         assert line == f"proxy: error: {config}: routes[0].upstream: not a URL"
         async with aiohttp.ClientSession() as session:
@@ -75,13 +77,14 @@ async def test_sighup_with_a_bad_file_keeps_the_running_config_and_says_why(tmp_
             assert await status(session, f"{base}/b") == 404
             assert await status(session, f"{base}/readyz") == 200
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
 
 
 async def test_workers_share_one_port_and_all_stop_on_sigterm(tmp_path):
     config = tmp_path / "gateway.yaml"
     write_config(config, ["/chat"])
-    process, base = await start_cli("--config", str(config), "--port", "0", "--workers", "2")
+    gateway = await start_gateway_process("--config", str(config), "--port", "0", "--workers", "2")
+    process, base = gateway.process, gateway.base
     try:
         pids: Counter[int] = Counter()
         for _ in range(40):  # a new connection each time: the kernel picks a worker per connection
@@ -97,7 +100,7 @@ async def test_workers_share_one_port_and_all_stop_on_sigterm(tmp_path):
                 events = parse_events(await response.read())
         assert events[-1].event == "end"
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0
     # Every worker is gone with the supervisor: the port is free again.
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorError):
@@ -107,7 +110,8 @@ async def test_workers_share_one_port_and_all_stop_on_sigterm(tmp_path):
 async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path):
     config = tmp_path / "gateway.yaml"
     write_config(config, ["/before"])
-    process, base = await start_cli("--config", str(config), "--port", "0", "--workers", "2")
+    gateway = await start_gateway_process("--config", str(config), "--port", "0", "--workers", "2")
+    process, base = gateway.process, gateway.base
     try:
         write_config(config, ["/after"])
         process.send_signal(signal.SIGHUP)
@@ -118,4 +122,4 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path):
                 seen[await status(session, f"{base}/after{DEMO_BODY}")] += 1
         assert seen == {200: 20}
     finally:
-        assert await stop_cli(process) == 0
+        assert await gateway.stop() == 0

@@ -16,35 +16,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from conftest import parse_events, require
-from test_cli_and_demo import start_cli, stop_cli
 
 from proxy.resume import parse_resume_id
+from tests.support.processes import start_gateway_process
+from tests.support.sse import EventStream, parse_events
+from tests.support.tools import require
+from tests.support.upstreams import Seen, ndjson_handler, recorded
+from tests.support.waiting import eventually
 
 LINES = [b'{"n": %d}\n' % n for n in range(1, 11)]
-
-
-class PacedUpstream:
-    """Streams LINES with a pause after each; counts requests and notices closed connections."""
-
-    def __init__(self, pause: float = 0.1) -> None:
-        self.pause = pause
-        self.requests = 0
-        self.closed_early = asyncio.Event()
-
-    async def handler(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        try:
-            for line in LINES:
-                await response.write(line)
-                await asyncio.sleep(self.pause)
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.closed_early.set()
-            raise
-        return response
 
 
 def resume_route(upstream: str, **resume: Any) -> dict[str, Any]:
@@ -56,21 +36,14 @@ def resume_route(upstream: str, **resume: Any) -> dict[str, Any]:
     }
 
 
-async def read_events(response: aiohttp.ClientResponse, count: int) -> list[Any]:
-    """The first ``count`` events of a response that is still streaming."""
-    raw = b""
-    while len(parse_events(raw)) < count:
-        raw += await response.content.readuntil(b"\n\n")
-    return parse_events(raw)
-
-
 async def test_a_reconnect_gets_the_rest_without_a_second_upstream_request(
     start_upstream, start_gateway, http
 ):
-    upstream = PacedUpstream()
-    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream.handler}))])
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0.1), requests)
+    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream}))])
     async with http.get(f"{gateway}/chat") as response:
-        first = await read_events(response, 3)
+        first = await EventStream(response).read_events(3)
     # The client left after three events; the upstream goes on into the replay buffer.
     key, third = parse_resume_id(first[-1].id)
     assert [e.data for e in first] == ["1", "2", "3"]
@@ -83,15 +56,16 @@ async def test_a_reconnect_gets_the_rest_without_a_second_upstream_request(
     assert [e.data for e in rest] == [str(n) for n in range(4, 11)] + [""]
     assert [e.id for e in rest] == [f"{key}-{n}" for n in range(4, 12)]
     assert rest[-1].event == "end"
-    assert upstream.requests == 1
-    assert not upstream.closed_early.is_set()
+    assert len(requests) == 1
+    assert not any(r.closed for r in requests)
 
 
 async def test_a_reconnect_after_the_end_gets_204_and_one_that_missed_the_end_gets_it(
     start_upstream, start_gateway, http
 ):
-    upstream = PacedUpstream(pause=0)
-    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream.handler}))])
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0), requests)
+    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream}))])
     async with http.get(f"{gateway}/chat") as response:
         events = parse_events(await response.read())
     final, last_data = events[-1], events[-2]
@@ -101,42 +75,47 @@ async def test_a_reconnect_after_the_end_gets_204_and_one_that_missed_the_end_ge
         assert await response.read() == b""
     async with http.get(f"{gateway}/chat", headers={"Last-Event-ID": last_data.id}) as response:
         assert [(e.event, e.id) for e in parse_events(await response.read())] == [("end", final.id)]
-    assert upstream.requests == 1
+    assert len(requests) == 1
 
 
 async def test_an_unknown_stream_key_is_a_new_stream(start_upstream, start_gateway, http):
-    upstream = PacedUpstream(pause=0)
-    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream.handler}))])
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0), requests)
+    gateway = await start_gateway([resume_route(await start_upstream({"/chat": upstream}))])
     headers = {"Last-Event-ID": "AAAAAAAAAAAAAAAA-5"}  # the right shape, but never ours
     async with http.get(f"{gateway}/chat", headers=headers) as response:
         events = parse_events(await response.read())
     assert [e.data for e in events][:2] == ["1", "2"]
-    assert upstream.requests == 1
+    assert len(requests) == 1
 
 
 async def test_a_stream_nobody_reads_is_abandoned_after_linger(start_upstream, start_gateway, http):
-    upstream = PacedUpstream(pause=0.3)
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0.3), requests)
     gateway = await start_gateway(
-        [resume_route(await start_upstream({"/chat": upstream.handler}), linger=0.5)]
+        [resume_route(await start_upstream({"/chat": upstream}), linger=0.5)]
     )
     async with http.get(f"{gateway}/chat") as response:
-        (first,) = await read_events(response, 1)
+        (first,) = await EventStream(response).read_events(1)
     started = time.monotonic()
-    await asyncio.wait_for(upstream.closed_early.wait(), 5)
+    await eventually(
+        lambda: any(r.closed for r in requests), "the upstream request was closed", within=5
+    )
     assert time.monotonic() - started < 3  # linger 0.5 s, checked about once a second
     async with http.get(f"{gateway}/chat", headers={"Last-Event-ID": first.id}) as response:
         events = parse_events(await response.read())
     assert events[-1].event == "error"
     assert orjson.loads(events[-1].data)["code"] == "abandoned"
-    assert upstream.requests == 1
+    assert len(requests) == 1
 
 
 async def test_events_dropped_by_max_events_are_reported_as_a_gap(
     start_upstream, start_gateway, http
 ):
-    upstream = PacedUpstream(pause=0)
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0), requests)
     gateway = await start_gateway(
-        [resume_route(await start_upstream({"/chat": upstream.handler}), max_events=3)]
+        [resume_route(await start_upstream({"/chat": upstream}), max_events=3)]
     )
     async with http.get(f"{gateway}/chat") as response:
         events = parse_events(await response.read())
@@ -160,8 +139,9 @@ async def test_resume_needs_sequence_ids():
 async def test_chromium_stops_reconnecting_when_the_finished_stream_answers_204(
     browser, start_upstream, start_gateway
 ):
-    upstream = PacedUpstream(pause=0.02)
-    route = resume_route(await start_upstream({"/chat": upstream.handler}))
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0.02), requests)
+    route = resume_route(await start_upstream({"/chat": upstream}))
     route["events"]["end_event"] = None  # no end event: the browser reconnects at EOF
     gateway = await start_gateway([route])
     page = await browser.new_page()
@@ -186,7 +166,7 @@ async def test_chromium_stops_reconnecting_when_the_finished_stream_answers_204(
     assert [data for data, _ in result["seen"]] == [str(n) for n in range(1, 11)]
     assert result["state"] == 2
     await asyncio.sleep(0.6)
-    assert upstream.requests == 1
+    assert len(requests) == 1
 
 
 # -- Redis: a reconnect that lands on another gateway process ------------------------------------
@@ -237,16 +217,18 @@ async def redis_url(tmp_path) -> AsyncIterator[str]:
 async def test_with_redis_a_reconnect_to_another_gateway_process_resumes(
     redis_url, start_upstream, tmp_path
 ):
-    upstream = PacedUpstream(pause=0.15)
-    base = await start_upstream({"/chat": upstream.handler})
+    requests: list[Seen] = []
+    upstream = recorded(ndjson_handler(LINES, pause=0.15), requests)
+    base = await start_upstream({"/chat": upstream})
     config = tmp_path / "gateway.yaml"
     config.write_text(json.dumps({"routes": [resume_route(base, store=redis_url, linger=10)]}))
-    first_process, first = await start_cli("--config", str(config), "--port", "0")
-    second_process, second = await start_cli("--config", str(config), "--port", "0")
+    first_gateway = await start_gateway_process("--config", str(config), "--port", "0")
+    second_gateway = await start_gateway_process("--config", str(config), "--port", "0")
+    first, second = first_gateway.base, second_gateway.base
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{first}/chat") as response:
-                seen = await read_events(response, 3)
+                seen = await EventStream(response).read_events(3)
             # The first gateway goes on reading the upstream into Redis; the client comes back
             # through the second one, which has never seen this stream's upstream.
             headers = {"Last-Event-ID": seen[-1].id}
@@ -259,7 +241,7 @@ async def test_with_redis_a_reconnect_to_another_gateway_process_resumes(
                 assert r.status == 204
             async with session.get(f"{first}/chat", headers={"Last-Event-ID": rest[-1].id}) as r:
                 assert r.status == 204
-        assert upstream.requests == 1
+        assert len(requests) == 1
     finally:
-        for process in (first_process, second_process):
-            assert await stop_cli(process) == 0
+        for gateway in (first_gateway, second_gateway):
+            assert await gateway.stop() == 0

@@ -4,7 +4,7 @@ break the gateway with oversized requests.
 
 Requests that an HTTP library would tidy up (``..`` segments, a raw ``#``, an absolute-form target,
 a 100 KB header) are written on a raw socket, byte for byte. The upstream is
-:class:`fault_upstream.FaultUpstream`, which records each request line's target exactly as it
+:class:`tests.support.raw_upstream.FaultUpstream`, which records each request line's target exactly as it
 arrived.
 """
 
@@ -20,12 +20,20 @@ from urllib.parse import unquote
 
 import orjson
 import pytest
-from conftest import parse_events
-from fault_upstream import Close, FaultUpstream, RecordedRequest, Send, Step, head, ndjson_script
 from yarl import URL
 
 from proxy import parse_config
 from proxy.errors import ConfigError
+from tests.support.raw_upstream import (
+    Close,
+    FaultUpstream,
+    RecordedRequest,
+    Send,
+    Step,
+    head,
+    ndjson_script,
+)
+from tests.support.sse import parse_events
 
 LINES = (b'{"n": 1}\n', b'{"n": 2}\n')
 NORMAL_EVENTS = [("message", '{"n": 1}'), ("message", '{"n": 2}'), ("end", "")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from chunking import CHUNKERS, splits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from proxy.sse import (
     sanitize_id,
     sanitize_name,
 )
+from tests.support.chunking import CHUNKERS, splits
 
 BOM = b"\xef\xbb\xbf"
 

@@ -1,6 +1,6 @@
 """SSE parsing conformance: our SSEParser against the spec's table, and against Chromium.
 
-The cases (tests/conformance_cases.py) cover what web-platform-tests ``eventsource/`` and
+The cases (tests/support/conformance.py) cover what web-platform-tests ``eventsource/`` and
 rexxars/eventsource-parser test, each written as exact bytes and the events the spec's "event
 stream interpretation" dispatches. Two kinds of test:
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-from chunking import CHUNKERS, split_at
-from conformance_cases import CASES, Case, Expected, event_names
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.sse import SSEEvent, SSEParser, SSERetry
+from tests.support.chunking import CHUNKERS, split_at
+from tests.support.conformance import CASES, Case, Expected, event_names
 
 CASE_PARAMS = [pytest.param(each, id=each.id) for each in CASES]
 

@@ -7,9 +7,10 @@ import time
 
 import orjson
 from aiohttp import web
-from conftest import ndjson_handler, parse_events
 
 from proxy.sse import SSEEvent, SSEParser
+from tests.support.sse import parse_events
+from tests.support.upstreams import ndjson_handler
 
 
 async def open_raw_stream(

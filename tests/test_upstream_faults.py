@@ -1,9 +1,9 @@
 """Upstream faults at the byte and socket level, each with the exact answer the client sees and
 proof that the gateway let go of everything afterwards (no task, socket or file descriptor left).
 
-The upstream is :class:`fault_upstream.FaultUpstream` (raw asyncio sockets, a script per test);
-the client closes its connection after each answer, so a baseline taken before the request must
-come back exactly.
+The upstream is :class:`tests.support.raw_upstream.FaultUpstream` (raw asyncio sockets, a script
+per test); the client closes its connection after each answer, so a baseline taken before the
+request must come back exactly.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import aiohttp
 import orjson
 import psutil
 import pytest
-from conftest import parse_events
-from fault_upstream import (
+from yarl import URL
+
+from proxy.sse import SSEEvent, SSEParser
+from tests.support.raw_upstream import (
     LAST_CHUNK,
     Chunk,
     Close,
@@ -40,9 +42,7 @@ from fault_upstream import (
     snapshot,
     unaccepted_port,
 )
-from yarl import URL
-
-from proxy.sse import SSEEvent, SSEParser
+from tests.support.sse import parse_events
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Page-side harness for tests/test_browser.py: an EventSource whose every event is logged in the
+"""Page-side harness for the Chromium tests: an EventSource whose every event is logged in the
 page, and a fetch() that streams a response body to its end.
 
 The page only records; the tests decide. Each logged event keeps what a page's script can see of it

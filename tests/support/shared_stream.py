@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import ndjson_handler, parse_all, parse_events
-
 from proxy.sse import SSEEvent, SSERetry
+from tests.support.sse import parse_all, parse_events
+from tests.support.upstreams import ndjson_handler
 
 UNICODE_TEXT = "héllo wörld ✓ 日本語 🎉 Ελληνικά, U+2028 \u2028 and NEL \u0085 are not line ends"
 LONG_TEXT = ("a long line: é ✓ 日本 🎉 " * 6000)[:100_000]

@@ -5,8 +5,9 @@ one), so a recipe in ``examples/`` is tested against what it will really meet, n
 gateway would like to read. Where the real service's behaviour depends on the request (Ollama's
 model, Kubernetes' ``resourceVersion``, an API key), the fake honours the same input.
 
-Every fake records each request it got (:class:`Recorded`: method, path, query pairs in order,
-headers, JSON body) so a test can assert what the gateway sent upstream.
+Every fake records each request it got in ``requests`` (:class:`~tests.support.upstreams.Seen`:
+method, path, query pairs in order, headers, JSON body) so a test can assert what the gateway sent
+upstream; each streams its lines with :func:`~tests.support.upstreams.ndjson_handler`.
 
 Sources for the bytes: Ollama's ``docs/api.md`` and its Go response structs (``api/types.go``:
 field order, ``omitempty``), the Kubernetes API concepts page ("Efficient detection of changes",
@@ -16,14 +17,13 @@ after each, no terminal line), OpenAI's streaming chat completions reference.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
+
+from tests.support.upstreams import Handler, Seen, json_body, ndjson_handler, recorded
 
 __all__ = [
     "FakeInternalApi",
@@ -31,57 +31,12 @@ __all__ = [
     "FakeOllama",
     "FakeOpenAI",
     "FakeSpringWebFlux",
-    "Recorded",
 ]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One request as the fake backend received it."""
-
-    method: str
-    path: str
-    query: list[tuple[str, str]]
-    headers: CIMultiDict[str]
-    body: Any
-    """The decoded JSON body, or None for an empty one."""
-
-
-async def _record(request: web.Request, into: list[Recorded]) -> Recorded:
-    raw = await request.read()
-    recorded = Recorded(
-        method=request.method,
-        path=request.path,
-        query=list(request.query.items()),
-        headers=CIMultiDict(request.headers),
-        body=orjson.loads(raw) if raw else None,
-    )
-    into.append(recorded)
-    return recorded
 
 
 def _line(document: dict[str, Any]) -> bytes:
     # Go's encoding/json and Jackson both write compact JSON, fields in declaration order.
     return orjson.dumps(document) + b"\n"
-
-
-async def _stream(
-    request: web.Request, content_type: str, lines: list[bytes], *, abort_after: int | None = None
-) -> web.StreamResponse:
-    """Each line written (and flushed) on its own, as these services do per generated item."""
-    response = web.StreamResponse(headers={"Content-Type": content_type})
-    await response.prepare(request)
-    for number, line in enumerate(lines, 1):
-        await response.write(line)
-        if abort_after is not None and number == abort_after:
-            await asyncio.sleep(0.05)  # let the written lines reach the gateway first
-            assert request.transport is not None
-            request.transport.abort()  # the chunked body is never terminated
-            return response
-    await response.write_eof()
-    return response
 
 
 # -- Ollama ----------------------------------------------------------------------------------------
@@ -110,10 +65,13 @@ class FakeOllama:
         self.tokens = tokens
         self.ending = ending
         self.models = models
-        self.requests: list[Recorded] = []
+        self.requests: list[Seen] = []
 
     def handlers(self) -> dict[str, Handler]:
-        return {"/api/chat": self.chat, "/api/generate": self.generate}
+        return {
+            "/api/chat": recorded(self.chat, self.requests),
+            "/api/generate": recorded(self.generate, self.requests),
+        }
 
     @staticmethod
     def created_at(index: int) -> str:
@@ -191,13 +149,13 @@ class FakeOllama:
     async def _serve(
         self, request: web.Request, lines: Callable[[str], list[bytes]]
     ) -> web.StreamResponse:
-        body = (await _record(request, self.requests)).body or {}
+        body = await json_body(request) or {}
         model = body.get("model", "")
         if model not in self.models:
             return web.json_response(
                 {"error": f'model "{model}" not found, try pulling it first'}, status=404
             )
-        return await _stream(request, "application/x-ndjson", lines(model))
+        return await ndjson_handler(lines(model))(request)
 
 
 # -- Kubernetes ------------------------------------------------------------------------------------
@@ -226,10 +184,10 @@ class FakeKubernetes:
     )
 
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
+        self.requests: list[Seen] = []
 
     def handlers(self) -> dict[str, Handler]:
-        return {"/api/v1/namespaces/{namespace}/pods": self.pods}
+        return {"/api/v1/namespaces/{namespace}/pods": recorded(self.pods, self.requests)}
 
     @staticmethod
     def pod(name: str, namespace: str, resource_version: str, phase: str) -> dict[str, Any]:
@@ -294,8 +252,7 @@ class FakeKubernetes:
         return lines
 
     async def pods(self, request: web.Request) -> web.StreamResponse:
-        recorded = await _record(request, self.requests)
-        query = dict(recorded.query)
+        query = dict(request.query.items())
         namespace = request.match_info["namespace"]
         if query.get("watch") not in ("true", "1"):
             items = [
@@ -310,7 +267,7 @@ class FakeKubernetes:
                     "items": items,
                 }
             )
-        return await _stream(request, "application/json", self.watch_lines(namespace, query))
+        return await ndjson_handler(self.watch_lines(namespace, query), "application/json")(request)
 
 
 # -- Spring WebFlux --------------------------------------------------------------------------------
@@ -331,10 +288,10 @@ class FakeSpringWebFlux:
     ) -> None:
         self.content_type = content_type
         self.fail_after = fail_after
-        self.requests: list[Recorded] = []
+        self.requests: list[Seen] = []
 
     def handlers(self) -> dict[str, Handler]:
-        return {"/api/quotes/stream": self.quotes}
+        return {"/api/quotes/stream": recorded(self.quotes, self.requests)}
 
     def quote_lines(self, symbols: list[str], limit: int) -> list[bytes]:
         quotes = [
@@ -345,7 +302,7 @@ class FakeSpringWebFlux:
         return [_line(quote) for quote in quotes[:limit]]
 
     async def quotes(self, request: web.Request) -> web.StreamResponse:
-        body = (await _record(request, self.requests)).body or {}
+        body = await json_body(request) or {}
         if not isinstance(body.get("symbols"), list):
             # Spring's default error body for a failed @RequestBody validation.
             return web.json_response(
@@ -359,7 +316,10 @@ class FakeSpringWebFlux:
                 status=400,
             )
         lines = self.quote_lines(body["symbols"], int(body.get("limit", 100)))
-        return await _stream(request, self.content_type, lines, abort_after=self.fail_after)
+        if self.fail_after is not None and 0 < self.fail_after <= len(lines):
+            failing = ndjson_handler(lines[: self.fail_after], self.content_type, end="abort")
+            return await failing(request)
+        return await ndjson_handler(lines, self.content_type)(request)
 
 
 # -- OpenAI-compatible -----------------------------------------------------------------------------
@@ -378,10 +338,10 @@ class FakeOpenAI:
     def __init__(self, api_key: str, tokens: tuple[str, ...] = ("Hel", "lo", "!")) -> None:
         self.api_key = api_key
         self.tokens = tokens
-        self.requests: list[Recorded] = []
+        self.requests: list[Seen] = []
 
     def handlers(self) -> dict[str, Handler]:
-        return {"/v1/chat/completions": self.completions}
+        return {"/v1/chat/completions": recorded(self.completions, self.requests)}
 
     def chunk(self, model: str, delta: dict[str, Any], finish_reason: str | None) -> bytes:
         return orjson.dumps(
@@ -407,7 +367,7 @@ class FakeOpenAI:
         ]
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        body = (await _record(request, self.requests)).body or {}
+        body = await json_body(request) or {}
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 {
@@ -422,7 +382,7 @@ class FakeOpenAI:
                 status=401,
             )
         blocks = [b"data: " + data + b"\n\n" for data in self.chunks(body.get("model", ""))]
-        return await _stream(request, "text/event-stream; charset=utf-8", blocks)
+        return await ndjson_handler(blocks, "text/event-stream; charset=utf-8")(request)
 
 
 # -- a generic internal API ------------------------------------------------------------------------
@@ -443,10 +403,10 @@ class FakeInternalApi:
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
-        self.requests: list[Recorded] = []
+        self.requests: list[Seen] = []
 
     def handlers(self) -> dict[str, Handler]:
-        return {"/v1/jobs/{job_id}/events": self.events}
+        return {"/v1/jobs/{job_id}/events": recorded(self.events, self.requests)}
 
     def event_lines(self, after: int = 0) -> list[bytes]:
         return [
@@ -456,10 +416,10 @@ class FakeInternalApi:
         ]
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        body = (await _record(request, self.requests)).body or {}
+        body = await json_body(request) or {}
         if request.headers.get("X-Api-Key") != self.api_key:
             return web.json_response(
                 {"error": "unauthorized", "message": "missing or invalid X-Api-Key"}, status=401
             )
         after = int(body.get("after_seq", 0))
-        return await _stream(request, "application/x-ndjson", self.event_lines(after))
+        return await ndjson_handler(self.event_lines(after))(request)

@@ -1,4 +1,5 @@
-"""A real ``python -m proxy`` process whose output a test can wait on while it runs.
+"""The one launcher of real ``python -m proxy`` processes: one that serves, whose output a test
+can wait on while it runs, or one that runs to its end (``--check-config``, a bad config).
 
 stdout is read as it comes (from a pipe, or from the master side of a pseudo-terminal when the
 test needs the gateway to see a TTY), so a test can wait for the log line a stream writes at its
@@ -14,12 +15,16 @@ import os
 import pty
 import re
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"proxy: listening on (http://\S+) \((\d+) routes\)")
+from tests.support import ROOT
+
+__all__ = ["GatewayProcess", "run_cli", "running_gateway", "start_gateway_process"]
+
+# "(2 routes)", "(1 route)" as well, and with --workers the supervisor's "(2 routes, 2 workers)".
+LISTENING = re.compile(r"proxy: listening on (http://\S+) \((\d+) routes?\b")
 
 
 class GatewayProcess:
@@ -43,29 +48,35 @@ class GatewayProcess:
 
     @property
     def stdout(self) -> str:
-        return self._stdout.decode("utf-8", "replace")
+        return self._text("stdout")
 
     @property
     def stderr(self) -> str:
-        return self._stderr.decode("utf-8", "replace")
+        return self._text("stderr")
 
-    async def wait_for(self, pattern: str, within: float = 10) -> re.Match[str]:
-        """The first match of ``pattern`` (a regex, multiline) in stdout, once it is there (within
-        ``within`` seconds)."""
+    def _text(self, stream: str) -> str:
+        output = {"stdout": self._stdout, "stderr": self._stderr}[stream]
+        return output.decode("utf-8", "replace")
+
+    async def wait_for(
+        self, pattern: str, within: float = 10, *, stream: str = "stdout"
+    ) -> re.Match[str]:
+        """The first match of ``pattern`` (a regex, multiline) in ``stream`` (``"stdout"`` or
+        ``"stderr"``), once it is there (within ``within`` seconds)."""
         regex = re.compile(pattern, re.MULTILINE)
         try:
-            return await asyncio.wait_for(self._search(regex), within)
+            return await asyncio.wait_for(self._search(regex, stream), within)
         except TimeoutError:
             raise AssertionError(
                 f"no {pattern!r} within {within} s\nstdout: {self.stdout}\nstderr: {self.stderr}"
             ) from None
 
-    async def _search(self, regex: re.Pattern[str]) -> re.Match[str]:
-        while (match := regex.search(self.stdout)) is None:
+    async def _search(self, regex: re.Pattern[str], stream: str) -> re.Match[str]:
+        while (match := regex.search(self._text(stream))) is None:
             if self.process.returncode is not None and all(t.done() for t in self._readers):
                 if self._tty_master is not None:
                     self._read_tty()
-                if (match := regex.search(self.stdout)) is not None:
+                if (match := regex.search(self._text(stream))) is not None:
                     return match
                 raise AssertionError(
                     f"the gateway exited ({self.process.returncode}) without printing "
@@ -157,3 +168,16 @@ async def running_gateway(*args: str, tty: bool = False) -> AsyncIterator[Gatewa
     status = await gateway.stop()
     # A clean run ends cleanly: exit status 0 on SIGTERM, and no traceback or warning on stderr.
     assert (status, gateway.stderr) == (0, ""), f"exit status {status}, stderr: {gateway.stderr}"
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m proxy *args`` from the repository root, run to its end (30 s at most), with
+    ``env`` (this process's environment by default) and Python's warnings silenced."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore"},
+    )
