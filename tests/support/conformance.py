@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from proxy.sse import SSERetry
+from proxy.sse import SSEEvent, SSEParser, SSERetry
 
-__all__ = ["BOM", "CASES", "Case", "Expected", "event_names", "msg"]
+__all__ = ["BOM", "CASES", "Case", "Expected", "event_names", "msg", "parse_chunks"]
 
 BOM = b"\xef\xbb\xbf"
 
@@ -363,3 +363,13 @@ def event_names(cases: list[Case]) -> list[str]:
             if field == "event" and colon:
                 names.add(value.removeprefix(" ") or "message")
     return sorted(names)
+
+
+def parse_chunks(chunks: list[bytes]) -> list[Expected]:
+    """What our SSEParser gives for a body fed as ``chunks``, in the table's form."""
+    parser = SSEParser()
+    items = []
+    for chunk in chunks:
+        items += parser.feed(chunk)
+    items += parser.flush()
+    return [(i.event, i.data, i.id) if isinstance(i, SSEEvent) else i for i in items]
