@@ -104,7 +104,9 @@ async def test_post_body_over_the_limit_gets_413(start_upstream, start_gateway, 
         assert (await response.json())["error"]["code"] == "body_too_large"
 
 
-async def test_headers_injected_forwarded_and_hop_by_hop_never(start_upstream, start_gateway, http):
+async def test_route_headers_are_added_listed_ones_forwarded_and_hop_by_hop_ones_never(
+    start_upstream, start_gateway, http
+):
     seen: list[Seen] = []
     upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
     gateway = await start_gateway(

@@ -119,7 +119,9 @@ HS = {"algorithms": ["HS256"], "secret": SECRET, "audience": "chat", "issuer": "
         pytest.param(lambda: "not.a.jwt", "the credential is not valid", id="garbage"),
     ],
 )
-def test_hs256_tokens(mint, message):
+def test_hs256_token_passes_only_when_signed_unexpired_and_for_this_audience_and_issuer(
+    mint, message
+):
     # Minted when the test runs: a token made at import time ages with the whole run before it.
     assert check(AuthConfig(jwt=HS), mint()) == message
 

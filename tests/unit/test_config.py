@@ -54,7 +54,7 @@ def test_empty_file_is_the_default_configuration(text):
     assert config.routes == []
 
 
-def test_route_defaults():
+def test_a_route_with_only_path_and_upstream_gets_the_documented_defaults():
     route = parse_config(yaml(ONE_ROUTE), {}).routes[0]
     assert route.path == "/v1/chat"
     assert route.upstream == "http://backend:11434/api/chat"
@@ -69,7 +69,7 @@ def test_route_defaults():
     assert route.path_variables == []
 
 
-def test_events_defaults():
+def test_an_empty_events_block_gets_the_default_names_ids_data_and_timings():
     events = EventsConfig()
     assert events.event == "message"
     assert events.event_from is None
@@ -98,7 +98,7 @@ def test_pointers_are_parsed_at_load_time():
     assert route.events.id == JsonPointer("/object/metadata/resourceVersion")
 
 
-def test_keywords_stay_keywords():
+def test_id_none_and_data_line_are_keywords_not_pointers():
     events = EventsConfig(id="none", data="line")
     assert events.id == "none"
     assert events.data == "line"
@@ -126,7 +126,7 @@ def test_path_variables_are_listed():
     assert route.path_variables == ["user", "chat"]
 
 
-def test_models_are_frozen():
+def test_a_loaded_configuration_cannot_be_changed():
     config = parse_config(yaml(ONE_ROUTE), {})
     with pytest.raises(ValueError, match="frozen"):
         config.server.port = 1  # type: ignore[misc]

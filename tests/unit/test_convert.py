@@ -97,14 +97,14 @@ def run_case(chunks, rules):
 
 @pytest.mark.parametrize("chunker", CHUNKERS)
 @pytest.mark.parametrize(("raw", "rules", "wire"), LINE_CASES)
-def test_line_mode_case_whole_and_byte_by_byte(raw, rules, wire, chunker):
+def test_line_mode_gives_the_tables_bytes_whole_and_byte_by_byte(raw, rules, wire, chunker):
     assert run_case(chunker(raw), rules) == wire
 
 
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 @pytest.mark.parametrize(("raw", "rules", "wire"), LINE_CASES)
-def test_line_mode_case_at_random_split_points(raw, rules, wire, data):
+def test_line_mode_gives_the_tables_bytes_at_random_split_points(raw, rules, wire, data):
     assert run_case(data.draw(splits(raw)), rules) == wire
 
 
@@ -245,7 +245,7 @@ def test_json_mode_without_data_pointer_sends_the_line_as_data():
         ),
     ],
 )
-def test_event_from_pointer(line, rules, wire):
+def test_event_from_pointer_names_the_event_or_falls_back_to_event(line, rules, wire):
     assert convert([line + b"\n"], **rules) == wire
 
 

@@ -299,14 +299,16 @@ PARSER_CASES = [
 
 @pytest.mark.parametrize("chunker", CHUNKERS)
 @pytest.mark.parametrize(("raw", "items", "last_id", "cut_off"), PARSER_CASES)
-def test_parser_table_case_whole_and_byte_by_byte(raw, items, last_id, cut_off, chunker):
+def test_parser_gives_the_tables_items_whole_and_byte_by_byte(
+    raw, items, last_id, cut_off, chunker
+):
     assert parse(chunker(raw)) == (items, last_id, cut_off)
 
 
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 @pytest.mark.parametrize(("raw", "items", "last_id", "cut_off"), PARSER_CASES)
-def test_parser_table_case_at_random_split_points(raw, items, last_id, cut_off, data):
+def test_parser_gives_the_tables_items_at_random_split_points(raw, items, last_id, cut_off, data):
     assert parse(data.draw(splits(raw))) == (items, last_id, cut_off)
 
 

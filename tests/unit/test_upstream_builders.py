@@ -99,7 +99,7 @@ def query(text: str) -> MultiDictProxy[str]:
         pytest.param("body=%20%20", {}, id="blank-body-param-is-an-empty-object"),
     ],
 )
-def test_body_from_query(text, body):
+def test_body_from_query_gives_each_param_as_a_field_over_the_json_body_param(text, body):
     assert body_from_query(query(text), "body", 1024) == body
 
 
@@ -225,7 +225,7 @@ def test_path_variable_is_escaped_as_exactly_one_segment(value, raw_path):
     assert len(url.raw_parts) == 4
 
 
-def test_several_variables_and_a_query_in_the_template():
+def test_each_variable_is_escaped_and_the_templates_own_query_is_kept():
     url = fill_upstream_url(
         "https://h/u/{user}/c/{chat}?stream=true", {"user": "a/b", "chat": "?x"}, "http://o"
     )
@@ -241,7 +241,7 @@ def test_relative_template_is_the_gateway_itself():
     assert (url.host, url.port) == ("127.0.0.1", 8080)
 
 
-def test_relative_template_without_variables():
+def test_relative_template_without_variables_keeps_an_ipv6_gateway_origin():
     url = fill_upstream_url("/demo/api/chat", {}, "http://[::1]:9000")
     assert str(url) == "http://[::1]:9000/demo/api/chat"
     assert url.host == "::1"
