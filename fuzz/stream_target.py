@@ -16,7 +16,7 @@ event) and the client's bytes are checked four ways:
    (whole and at the same cuts), and no event is left open at the end.
 
 No atheris here: ``fuzz_stream.py`` drives this with atheris (coverage-guided) or, without it,
-with random inputs; ``tests/test_fuzz.py`` runs it on the seed corpus and on hypothesis' bytes.
+with random inputs; ``tests/unit/test_fuzz.py`` runs it on the seed corpus and on hypothesis' bytes.
 """
 
 from __future__ import annotations

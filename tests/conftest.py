@@ -1,4 +1,4 @@
-"""Shared fixtures: a real gateway on a loopback port, real upstream servers, a real SSE reader.
+"""Shared fixtures: a real gateway on a loopback port, real upstream servers, real clients.
 
 The gateway is started exactly as ``python -m proxy`` starts it (``make_runner(create_app(...))``
 and a TCP site), not through aiohttp's TestServer, so the server options under test are the
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from proxy import GatewayConfig, create_app, make_runner, parse_config
 from proxy.server import listen
-from proxy.sse import SSEEvent, SSEParser, SSERetry
+from tests.support.tools import CHROMIUM, CHROMIUM_ARGS, NODE_DIR, require
 
 StartGateway = Callable[..., Awaitable[str]]
 
@@ -86,58 +86,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def parse_events(raw: bytes) -> list[SSEEvent]:
-    """Events a spec-following client dispatches from ``raw`` (retry lines left out)."""
-    parser = SSEParser()
-    return [item for item in parser.feed(raw) if isinstance(item, SSEEvent)]
-
-
-def parse_all(raw: bytes) -> list[SSEEvent | SSERetry]:
-    return SSEParser().feed(raw)
-
-
-def ndjson_handler(
-    lines: list[bytes], content_type: str = "application/x-ndjson", *, pause: float = 0
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An upstream that streams ``lines`` (each written and drained on its own, with ``pause``
-    seconds after each, so they travel as separate TCP segments) and ends."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        await response.prepare(request)
-        for line in lines:
-            await response.write(line)
-            if pause:
-                await asyncio.sleep(pause)
-        await response.write_eof()
-        return response
-
-    return handler
-
-
 # -- real clients: Chromium (Debian's, driven by Playwright) and Node ------------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-NODE_DIR = Path(__file__).resolve().parent / "node"
-
-
-def require(condition: bool, why: str) -> None:
-    """Missing tools skip a developer's run with the fix in the message, but fail CI, where
-    .ci/run installs them: a green CI never hides an unrun browser or Node test."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 @pytest.fixture

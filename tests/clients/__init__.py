@@ -1,0 +1,2 @@
+"""Real clients against a real gateway: Chromium (Playwright), Node SSE libraries, Python SSE
+libraries."""

@@ -1,0 +1,246 @@
+"""The stream console at /_console, in Debian's headless Chromium against a real gateway and real
+upstreams: the table fills while the stream runs, each raw line beside its event; GET is a native
+EventSource (DevTools sees it), POST is fetch; failures say why; production mode has no console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.support import ROOT
+from tests.support.sse import parse_events
+from tests.support.upstreams import Seen, ndjson_handler, recorded
+
+DEV = {"mode": "dev"}
+NOT_ENDED = "\u2013"  # the console's placeholder for "no end reason yet"
+
+TYPED = [
+    b'{"type": "ADDED", "name": "web-1", "rv": "101"}\n',
+    b'{"type": "MODIFIED", "name": "web-1", "rv": "102"}\n',
+    b"\n",
+    b'{"type": "DELETED", "name": "web-1", "rv": "103"}\n',
+    b'{"type": "BOOKMARK", "rv": "104", "done": true}\n',
+]
+WATCH_ROUTE = {
+    "path": "/watch",
+    "events": {"event_from": "/type", "id": "/rv", "complete_when": "/done"},
+}
+
+
+async def open_console(browser: Any, gateway: str, route: str) -> Any:
+    page = await browser.new_page(viewport={"width": 1280, "height": 820})
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    await page.goto(f"{gateway}/_console")
+    await page.locator("#routes button", has_text=route).first.click()
+    await page.wait_for_function(
+        "([path]) => document.getElementById('route-title').textContent === path", arg=[route]
+    )
+    return page
+
+
+async def table(page: Any) -> list[list[str]]:
+    return await page.eval_on_selector_all(
+        "#events tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+
+
+async def wait_ended(page: Any) -> str:
+    await page.wait_for_function("document.getElementById('end-reason').textContent !== '\\u2013'")
+    return await page.text_content("#end-reason")
+
+
+async def test_the_table_fills_as_events_arrive_each_raw_line_beside_its_event(
+    browser, start_upstream, start_gateway, http
+):
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED, pause=0.4), seen)})
+    gateway = await start_gateway([{**WATCH_ROUTE, "upstream": upstream + "/watch"}], server=DEV)
+    page = await open_console(browser, gateway, "/watch")
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    requests: list[dict[str, Any]] = []
+    devtools: list[tuple[str, str]] = []
+
+    def on_request(params: dict[str, Any]) -> None:
+        requests.append(params)
+
+    def on_message(params: dict[str, Any]) -> None:
+        devtools.append((params["eventName"], params["eventId"]))
+
+    cdp.on("Network.requestWillBeSent", on_request)
+    cdp.on("Network.eventSourceMessageReceived", on_message)
+
+    await page.fill("#body", '{"namespace": "default"}')
+    started = time.monotonic()
+    await page.click("#start")
+    # While the upstream is still sending, the table already shows what has arrived.
+    seen_counts = []
+    while (reason := await page.text_content("#end-reason")) == NOT_ENDED:
+        seen_counts.append(len(await table(page)))
+        assert time.monotonic() - started < 15
+        await asyncio.sleep(0.1)
+    assert reason == "end"
+    assert any(0 < count < 6 for count in seen_counts), seen_counts
+    assert seen_counts == sorted(seen_counts)
+
+    rows = await table(page)
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [row[2:6] for row in rows] == [
+        [TYPED[0].decode().strip(), "ADDED", "101", TYPED[0].decode().strip()],
+        [TYPED[1].decode().strip(), "MODIFIED", "102", TYPED[1].decode().strip()],
+        ["", "(no event: blank line)", "", ""],
+        [TYPED[3].decode().strip(), "DELETED", "103", TYPED[3].decode().strip()],
+        [TYPED[4].decode().strip(), "BOOKMARK", "104", TYPED[4].decode().strip()],
+        ["—", "end", "104", ""],
+    ]
+    assert rows[0][6] == str(len(TYPED[0].strip()))  # size: the data's bytes
+    times = [int(row[1]) for row in rows if row[3] not in ("(no event: blank line)",)]
+    assert times == sorted(times)
+    assert times[-1] - times[0] >= 1000  # the upstream paced its lines 0.4 s apart
+    assert await page.text_content("#event-count") == "4"
+    assert re.fullmatch(r"\d+ ms", await page.text_content("#first-event"))
+    assert re.fullmatch(r"\d+\.\d", await page.text_content("#rate"))
+    # The stream was a native EventSource on the route itself, so DevTools lists it.
+    (request,) = [r for r in requests if r.get("type") == "EventSource"]
+    assert request["request"]["url"].startswith(f"{gateway}/watch?")
+    await asyncio.sleep(0.3)  # CDP events travel apart from the page's own
+    named = [(name, event_id) for name, event_id in devtools if name != "upstream-line"]
+    assert named == [
+        ("ADDED", "101"),
+        ("MODIFIED", "102"),
+        ("DELETED", "103"),
+        ("BOOKMARK", "104"),
+        ("end", "104"),
+    ]
+    # The tap parameter is the console's, not the upstream's.
+    assert [request.body for request in seen] == [{"namespace": "default"}]
+    assert page.errors == []
+
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = await page.screenshot(path=artifacts / "console.png", full_page=True)
+    assert shot.startswith(b"\x89PNG")
+    assert len(shot) > 20_000
+
+
+async def test_post_streams_with_fetch_and_sends_the_json_body(
+    browser, start_upstream, start_gateway
+):
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED), seen)})
+    gateway = await start_gateway([{**WATCH_ROUTE, "upstream": upstream + "/watch"}], server=DEV)
+    page = await open_console(browser, gateway, "/watch")
+    await page.check("input[name=method][value=POST]")
+    await page.fill("#body", '{"labels": {"app": "web"}}')
+    await page.click("#start")
+    assert await wait_ended(page) == "end"
+    assert [request.body for request in seen] == [{"labels": {"app": "web"}}]
+    rows = await table(page)
+    assert [row[3] for row in rows] == [
+        "ADDED",
+        "MODIFIED",
+        "(no event: blank line)",
+        "DELETED",
+        "BOOKMARK",
+        "end",
+    ]
+    assert await page.text_content("#state") == "closed"
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_stream_cut_before_its_terminal_line_ends_with_the_incomplete_error(
+    browser, start_upstream, start_gateway, method
+):
+    upstream = await start_upstream({"/watch": ndjson_handler(TYPED[:2])})
+    gateway = await start_gateway([{**WATCH_ROUTE, "upstream": upstream + "/watch"}], server=DEV)
+    page = await open_console(browser, gateway, "/watch")
+    await page.check(f"input[name=method][value={method}]")
+    await page.click("#start")
+    reason = await wait_ended(page)
+    assert reason.startswith("error incomplete: the upstream stream ended without its terminal")
+    assert [row[3] for row in await table(page)] == ["ADDED", "MODIFIED", "error"]
+
+
+async def test_a_refused_stream_says_so_and_is_not_retried(browser, start_upstream, start_gateway):
+    calls: list[str] = []
+
+    async def unavailable(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.json_response({"error": "model is loading"}, status=503)
+
+    upstream = await start_upstream({"/watch": unavailable})
+    gateway = await start_gateway(
+        [{**WATCH_ROUTE, "upstream": upstream + "/watch", "events": {"retry": 100}}], server=DEV
+    )
+    page = await open_console(browser, gateway, "/watch")
+    await page.click("#start")
+    assert (await wait_ended(page)).startswith("connection failed")
+    await page.check("input[name=method][value=POST]")
+    await page.click("#start")
+    await page.wait_for_function(
+        "document.getElementById('end-reason').textContent.startsWith('HTTP')"
+    )
+    reason = await page.text_content("#end-reason")
+    assert (
+        reason
+        == "HTTP 503 upstream_status: the upstream answered 503 Service Unavailable: model is loading"
+    )
+    await asyncio.sleep(0.5)  # several retry periods: an EventSource left open would ask again
+    assert calls == ["POST", "POST"]
+
+
+async def test_console_is_off_in_production_and_the_tap_parameter_is_then_just_a_field(
+    start_upstream, start_gateway, http
+):
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/watch": recorded(ndjson_handler(TYPED[:1]), seen)})
+    route = {"path": "/watch", "upstream": upstream + "/watch"}
+    production = await start_gateway([route])
+    forced_on = await start_gateway([route], server={"console": True})
+    dev_off = await start_gateway([route], server={"mode": "dev", "console": False})
+    for gateway in (production, dev_off):
+        async with http.get(f"{gateway}/_console") as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "not_found"
+        async with http.get(f"{gateway}/watch?_proxy_tap=1") as response:
+            events = parse_events(await response.read())
+        assert "upstream-line" not in [e.event for e in events]
+    async with http.get(f"{forced_on}/_console") as response:
+        assert response.status == 200
+    async with http.get(f"{forced_on}/watch?_proxy_tap=1") as response:
+        events = parse_events(await response.read())
+    assert [e.event for e in events] == ["upstream-line", "message", "end"]
+    assert [request.body for request in seen] == [{"_proxy_tap": "1"}, {"_proxy_tap": "1"}, {}]
+
+
+async def test_the_route_list_shows_no_secrets(start_gateway, http):
+    gateway = await start_gateway(
+        [
+            {
+                "path": "/chat",
+                "upstream": "https://user:pa55word@llm.internal:8443/v1/chat?api_key=k3y",
+                "headers": {"Authorization": "Bearer t0ken"},
+                "body": {"defaults": {"model": "llama3.2"}},
+            }
+        ],
+        server=DEV,
+    )
+    async with http.get(f"{gateway}/_console/routes") as response:
+        text = await response.text()
+    for secret in ("pa55word", "user:", "k3y", "t0ken"):
+        assert secret not in text
+    (route,) = orjson.loads(text)["routes"]
+    assert route["upstream"] == "https://llm.internal:8443/v1/chat"
+    assert route["injected_headers"] == ["Authorization"]
+    assert route["body_defaults"] == {"model": "llama3.2"}
