@@ -14,7 +14,8 @@ the connection without waking a pending read, so every wake-up also looks at the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+import math
+from collections.abc import Awaitable, Collection
 from typing import Final
 
 import aiohttp
@@ -33,7 +34,7 @@ _CLOSED: Final = "the upstream connection closed before the body was complete"
 
 
 class UpstreamReader:
-    __slots__ = ("_closed", "_last_read", "_loop", "_read_timeout", "_upstream")
+    __slots__ = ("_alarm", "_closed", "_last_read", "_loop", "_read_timeout", "_upstream")
 
     def __init__(self, upstream: aiohttp.ClientResponse, read_timeout: float | None) -> None:
         self._upstream = upstream
@@ -41,9 +42,11 @@ class UpstreamReader:
         self._loop = asyncio.get_running_loop()
         self._last_read = self._loop.time()
         self._closed = False
+        self._alarm = _Alarm(self._loop)
 
     def close(self) -> None:
         self._closed = True
+        self._alarm.disarm()
         self._upstream.close()
 
     async def next_chunk(self, until: float) -> bytes | None:
@@ -56,16 +59,15 @@ class UpstreamReader:
                 if self._read_timeout:
                     deadline = min(until, self._last_read + self._read_timeout)
                 try:
-                    async with asyncio.timeout_at(deadline) as timer:
-                        chunk = await content.readany()
-                except TimeoutError:
-                    if not timer.expired():
-                        raise  # aiohttp's own sock_read
+                    chunk = await self._alarm.interrupting(content.readany(), deadline)
+                except _Rang:
                     self._check_woken()
                     return None
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._alarm.disarm()
             raise self._failure(exc) from exc
         except RuntimeError as exc:
+            self._alarm.disarm()
             # aiohttp's bare RuntimeError("Connection closed.") for a read after the connection
             # went away while an earlier read was cancelled: the upstream closing.
             if str(exc) != "Connection closed.":
@@ -73,6 +75,8 @@ class UpstreamReader:
             raise StreamError(_CLOSED, code="upstream_closed") from exc
         if self._closed:
             raise StreamError("the upstream request was closed", code="upstream_closed")
+        if not chunk:
+            self._alarm.disarm()  # the body's end: no more waits
         self._last_read = self._loop.time()
         return chunk
 
@@ -102,6 +106,60 @@ class UpstreamReader:
         return StreamError(
             f"the upstream failed mid-stream: {exc or type(exc).__name__}", code="upstream_error"
         )
+
+
+class _Rang(Exception):
+    """The alarm interrupted a wait: time to look at the clock."""
+
+
+class _Alarm:
+    """One timer for many waits. ``asyncio.timeout`` costs a timer per wait (about 7 µs here: a
+    busy stream waits once per few lines); this one stays armed for the earliest deadline asked
+    and is moved only when a wait needs an earlier one. When it rings it interrupts the wait in
+    progress, if any (a wait whose deadline is later just comes back early, and the caller asks
+    again). The cancellation is told apart from any other as ``asyncio.timeout`` does it: by the
+    task's count of pending cancellation requests."""
+
+    __slots__ = ("_at", "_handle", "_loop", "_rang", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf
+        self._waiting: asyncio.Task[object] | None = None
+        self._rang = False
+
+    async def interrupting(self, waited: Awaitable[bytes], until: float) -> bytes:
+        """``waited``'s result, or :class:`_Rang` once ``until`` (or an earlier alarm) came."""
+        if until < self._at:
+            self.disarm()
+            self._handle = self._loop.call_at(until, self._ring)
+            self._at = until
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting, self._rang = task, False
+        cancelling = task.cancelling()
+        try:
+            return await waited
+        except asyncio.CancelledError:
+            if self._rang and task.uncancel() <= cancelling:
+                raise _Rang from None
+            raise
+        finally:
+            self._waiting = None
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = math.inf
+
+    def _ring(self) -> None:
+        self._handle = None
+        self._at = math.inf
+        if self._waiting is not None:
+            self._rang = True
+            self._waiting.cancel()
 
 
 def _timed_out(read_timeout: float | None) -> StreamError:
