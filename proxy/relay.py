@@ -136,14 +136,14 @@ async def _pump(
             output = await source.read(min(wake, end_at))
         except StreamError as failure:
             return stop.reason or StopReason(failure.code, str(failure))
+        if output and not noted_first and record is not None:
+            record.first_event_now()
+            noted_first = True
         if output is None or (output and source.ended):
             if stop.reason is None:  # the end: the sink learns it with the last bytes
                 await sink.write_last(output or b"")
             return stop.reason
         if output:
-            if not noted_first and record is not None:
-                record.first_event_now()
-                noted_first = True
             await sink.write(output)
             last_write = now = loop.time()
         else:

@@ -190,3 +190,10 @@ async def test_a_reader_that_leaves_ends_the_relay_with_its_reason_and_fills_the
     assert record.ended == "client_gone"
     assert record.bytes == len(b"retry: 1\n\n") + len(b"a\n\n")
     assert record.first_event_ms is not None
+
+
+async def test_the_first_output_is_noted_even_when_it_is_also_the_last():
+    record = StreamRecord("GET", "/x")
+    ended, _ = await run(ScriptedSource(b"a\n\nend\n\n", last_is_end=True), record=record)
+    assert ended == "eof"
+    assert record.first_event_ms is not None
