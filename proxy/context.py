@@ -1,5 +1,5 @@
 """What a stream's request carries through the handler, the sources and the relay, as one small
-object instead of six arguments."""
+object instead of six arguments, and :func:`respond`: a source relayed to that request's client."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from aiohttp import web
 
 from .config import RouteConfig
 from .logs import StreamRecord
-from .relay import RelayLimits
+from .relay import RelayLimits, Source, relay
+from .respond import CountingResponse
 from .streams import OpenStream
 
-__all__ = ["StreamContext"]
+__all__ = ["StreamContext", "respond"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,13 @@ class StreamContext:
         """The route's limits for a stream read from its upstream."""
         route = self.route
         return RelayLimits(route.events.heartbeat, route.limits.max_duration)
+
+
+async def respond(ctx: StreamContext, source: Source, limits: RelayLimits) -> web.StreamResponse:
+    """``source`` relayed to the client of ``ctx``: the response it gets."""
+    # Before any byte: a stream stopped while its upstream was opening is refused (503).
+    ctx.stream.on_stop(source.close)
+    response = CountingResponse(headers=source.headers, write_timeout=ctx.write_timeout)
+    await response.prepare(ctx.request)
+    await relay(source, response, ctx.stream, limits, ctx.record)
+    return response

@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .config import RouteConfig
-from .context import StreamContext
+from .context import StreamContext, respond
 from .convert import StreamConverter
 from .decoders import body_decoder
 from .errors import BadRequest
 from .logs import STREAM_RECORD
-from .relay import RelayLimits, respond
+from .relay import RelayLimits
 from .resume.serve import resume_stream, start_stream
 from .sources import DecodedSource, PassthroughSource, UpstreamReader
 from .state import CLIENT_SESSION, CONFIG, CONVERTER, HIDDEN_QUERY, STREAMS

@@ -27,17 +27,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import web
-
 from .errors import StreamError
-from .respond import ClientGone, CountingResponse
+from .respond import ClientGone
 from .streams import StopReason, StopSignal
 
 if TYPE_CHECKING:
-    from .context import StreamContext
     from .logs import StreamRecord
 
-__all__ = ["RelayLimits", "Sink", "Source", "relay", "respond"]
+__all__ = ["RelayLimits", "Sink", "Source", "relay"]
 
 
 class Source(Protocol):
@@ -160,13 +157,3 @@ async def _pump(
 
 def _out_of_time(max_duration: float | None) -> StopReason:
     return StopReason("max_duration", f"the stream reached its maximum of {max_duration} s")
-
-
-async def respond(ctx: StreamContext, source: Source, limits: RelayLimits) -> web.StreamResponse:
-    """``source`` relayed to the client of ``ctx``: the response it gets."""
-    # Before any byte: a stream stopped while its upstream was opening is refused (503).
-    ctx.stream.on_stop(source.close)
-    response = CountingResponse(headers=source.headers, write_timeout=ctx.write_timeout)
-    await response.prepare(ctx.request)
-    await relay(source, response, ctx.stream, limits, ctx.record)
-    return response

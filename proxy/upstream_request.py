@@ -18,13 +18,13 @@ from multidict import CIMultiDict, MultiDict, MultiMapping
 from yarl import URL
 
 from .errors import BadRequest
+from .headers import HOP_BY_HOP_HEADERS
 from .paths import PLACEHOLDER
 
 if TYPE_CHECKING:
     from .config import RouteConfig
 
 __all__ = [
-    "HOP_BY_HOP_HEADERS",
     "UPSTREAM_ACCEPT",
     "ClientRequest",
     "UpstreamRequest",
@@ -37,22 +37,6 @@ __all__ = [
     "upstream_headers",
 ]
 
-HOP_BY_HOP_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        # Not hop-by-hop by RFC 9110, but always the gateway's own business on each leg.
-        "host",
-        "content-length",
-    }
-)
 UPSTREAM_ACCEPT: Final = (
     "application/x-ndjson, application/stream+json, application/jsonl, application/json-seq, "
     "text/event-stream;q=0.9, application/json;q=0.8"

@@ -25,6 +25,7 @@ from yarl import URL
 
 from proxy.convert import EventRules
 from proxy.errors import ConfigError, InvalidPointer
+from proxy.headers import HOP_BY_HOP_HEADERS
 from proxy.paths import (
     CONSOLE_PATH,
     DEMO_PATHS,
@@ -35,7 +36,6 @@ from proxy.paths import (
     placeholder_names,
 )
 from proxy.pointer import JsonPointer
-from proxy.upstream_request import HOP_BY_HOP_HEADERS
 
 __all__ = [
     "AuthConfig",

@@ -9,10 +9,10 @@ import dataclasses
 
 from aiohttp import web
 
-from proxy.context import StreamContext
+from proxy.context import StreamContext, respond
 from proxy.convert import StreamConverter
 from proxy.decoders import body_decoder
-from proxy.relay import RelayLimits, respond
+from proxy.relay import RelayLimits
 from proxy.sources import DecodedSource, UpstreamReader
 from proxy.state import REPLAY_STORES, STREAMS
 
