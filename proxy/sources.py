@@ -87,7 +87,6 @@ class UpstreamReader:
         silent = self._loop.time() + 0.001 - self._last_read
         if self._read_timeout and silent >= self._read_timeout:
             raise _timed_out(self._read_timeout)
-        return
 
     def _gone(self) -> bool:
         """The connection closed before the body ended, without waking a pending read."""
