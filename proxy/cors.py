@@ -4,9 +4,9 @@ Strategy: the decision is a pure function of the route's :class:`CorsConfig` and
 headers (``Origin``, ``Host``, and for a preflight the requested method and headers), so it is
 tested without a server. The aiohttp side is two thin pieces: a wrapper that checks a route's
 requests before anything else happens (a refused origin costs no upstream request, which for an
-LLM is money), and an ``on_response_prepare`` hook that puts the allowed headers on whatever
-response goes out: the event stream, a JSON error (so a cross-origin page can read why), or a
-preflight.
+LLM is money; a route without ``cors`` refuses every foreign origin the same way), and an
+``on_response_prepare`` hook that puts the allowed headers on whatever response goes out: the
+event stream, a JSON error (so a cross-origin page can read why), or a preflight.
 """
 
 from __future__ import annotations
@@ -82,10 +82,14 @@ def preflight_headers(
 
 
 def add_cors(app: web.Application, route: RouteConfig, handler: Handler) -> Handler:
-    """Register the route's preflight and return ``handler`` wrapped with the origin check."""
+    """Register the route's preflight and return ``handler`` wrapped with the origin check.
+
+    A route without ``cors`` is for the gateway's own pages and for clients that send no
+    ``Origin`` (curl, SDKs, services): a page on another site gets 403 before any upstream
+    request, so it cannot spend the route's upstream in its visitor's name."""
     cors = route.cors
     if cors is None:
-        return handler
+        return _own_origin_only(handler)
     methods = list(route.methods)
 
     async def checked(request: web.Request) -> web.StreamResponse:
@@ -105,6 +109,16 @@ def add_cors(app: web.Application, route: RouteConfig, handler: Handler) -> Hand
         return web.Response(status=204, headers=headers)
 
     app.router.add_route("OPTIONS", route.path, preflight)
+    return checked
+
+
+def _own_origin_only(handler: Handler) -> Handler:
+    async def checked(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and not is_same_origin(origin, request.host):
+            raise OriginNotAllowed(origin)
+        return await handler(request)
+
     return checked
 
 

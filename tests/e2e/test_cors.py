@@ -110,10 +110,29 @@ async def test_preflight_from_an_allowed_origin_is_204_with_the_rules(counted_ga
 
 
 async def test_route_without_cors_has_no_preflight_and_no_cors_headers(counted_gateway, http):
-    gateway, _ = counted_gateway
+    gateway, requests = counted_gateway
     async with http.options(f"{gateway}/plain", headers={"Origin": APP}) as response:
         assert response.status == 405
-    async with http.get(f"{gateway}/plain", headers={"Origin": APP}) as response:
+    async with http.get(f"{gateway}/plain", headers={"Origin": gateway}) as response:
         assert response.status == 200
         assert "Access-Control-Allow-Origin" not in response.headers
         await response.read()
+    assert len(requests) == 1
+
+
+@pytest.mark.parametrize("origin", [APP, OTHER, "null", "http://127.0.0.1:1"])
+async def test_a_foreign_origin_on_a_route_without_cors_is_403_before_any_upstream_request(
+    counted_gateway, http, origin
+):
+    # Without cors a route is for the gateway's own pages and for clients that send no Origin;
+    # a page on another site must not spend the route's upstream (an LLM's budget) in the
+    # visitor's name, with the visitor's cookies.
+    gateway, requests = counted_gateway
+    for method in ("GET", "POST"):
+        async with http.request(method, f"{gateway}/plain", headers={"Origin": origin}) as response:
+            assert response.status == 403
+            assert "Access-Control-Allow-Origin" not in response.headers
+            error = (await response.json())["error"]
+        assert error["code"] == "origin_not_allowed"
+        assert origin in error["message"]
+    assert requests == []
