@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .auth import add_auth
-from .config import GatewayConfig
+from .config import GatewayConfig, RouteConfig
 from .console import add_console_routes, add_tap
 from .cors import add_cors, apply_cors_headers
 from .demo import add_demo_routes
@@ -26,8 +26,10 @@ from .handlers import stream_handler
 from .logs import STREAM_RECORD, access_log
 from .metrics import GatewayMetrics
 from .paths import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .resume import ReplayStore, open_store
-from .state import CLIENT_SESSION, CONFIG, REPLAY_STORES, STREAMS
+from .resume import open_store
+from .resume.hub import StreamHub
+from .resume.resources import hide_stream_key, stream_resources
+from .state import CLIENT_SESSION, CONFIG, STREAM_HUBS, STREAMS
 from .streams import StreamRegistry
 
 __all__ = ["CONFIG", "STREAMS", "create_app", "json_errors", "make_runner"]
@@ -41,7 +43,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app[STREAMS] = streams
     app.cleanup_ctx.append(_client_session)
-    app.cleanup_ctx.append(_replay_stores)
+    app.cleanup_ctx.append(_stream_hubs)
     app.on_response_prepare.append(apply_cors_headers)
     # The gateway's own paths first: the router tries resources in order, and a route such as
     # --upstream's /{tail:.+} would otherwise take them.
@@ -62,7 +64,20 @@ def create_app(config: GatewayConfig) -> web.Application:
         handler = add_cors(app, route, add_auth(route, handler))
         for method in route.methods:
             app.router.add_route(method, route.path, handler)
+        if route.streams is not None:
+            _add_stream_resources(app, route)
     return app
+
+
+def _add_stream_resources(app: web.Application, route: RouteConfig) -> None:
+    by_path: dict[str, list[tuple[str, Handler]]] = {}
+    for method, path, handler in stream_resources(route):
+        by_path.setdefault(path, []).append((method, handler))
+    for path, handlers in by_path.items():
+        methods = [method for method, _ in handlers]
+        for method, handler in handlers:
+            guarded = add_cors(app, route, add_auth(route, handler), path, methods)
+            app.router.add_route(method, path, hide_stream_key(guarded))
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -88,18 +103,22 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _replay_stores(app: web.Application) -> AsyncIterator[None]:
-    """The replay store of each resumable route; at cleanup, producers stop before stores close."""
-    stores: dict[str, ReplayStore] = {}
+async def _stream_hubs(app: web.Application) -> AsyncIterator[None]:
+    """Each resumable route's streams (its replay store); at cleanup, producers stop before
+    stores close."""
+    hubs: dict[str, StreamHub] = {}
     for route in app[CONFIG].routes:
         if route.resume is not None:
             resume = route.resume
-            stores[route.path] = open_store(resume.store, resume.max_events, resume.ttl)
-    app[REPLAY_STORES] = stores
+            store = open_store(resume.store, resume.max_events, resume.ttl)
+            hubs[route.path] = hub = StreamHub(store, resume.max_events, resume.linger)
+            if route.streams is not None:
+                hub.listen_for_cancels()
+    app[STREAM_HUBS] = hubs
     yield
     await app[STREAMS].close_producers()
-    for store in stores.values():
-        await store.close()
+    for hub in hubs.values():
+        await hub.store.close()
 
 
 def make_runner(app: web.Application, keepalive_timeout: float = 75) -> web.AppRunner:

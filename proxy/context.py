@@ -1,19 +1,28 @@
 """What a stream's request carries through the handler, the sources and the relay, as one small
-object instead of six arguments, and :func:`respond`: a source relayed to that request's client."""
+object instead of six arguments; :func:`admitted`, which makes it for a handler; and the two steps
+every way of serving shares: :func:`open_upstream_reader` and :func:`respond` (a source relayed to
+the request's client)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from .config import RouteConfig
-from .logs import StreamRecord
+from .config import Framing, RouteConfig
+from .logs import STREAM_RECORD, StreamRecord
 from .relay import RelayLimits, Source, relay
 from .respond import CountingResponse
+from .sources import UpstreamReader
+from .state import CLIENT_SESSION, CONFIG, STREAMS
 from .streams import OpenStream
+from .upstream import choose_framing, open_upstream
+from .upstream_request import UpstreamRequest
 
-__all__ = ["StreamContext", "respond"]
+__all__ = ["StreamContext", "admitted", "open_upstream_reader", "respond"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,42 @@ class StreamContext:
         """The route's limits for a stream read from its upstream."""
         route = self.route
         return RelayLimits(route.events.heartbeat, route.limits.max_duration)
+
+
+def admitted(
+    route: RouteConfig, serve: Callable[[StreamContext], Awaitable[web.StreamResponse]]
+) -> Handler:
+    """A handler for ``route`` that admits the request as a stream (503 past the limits or while
+    draining), serves it, and releases it however it ends."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        record = request[STREAM_RECORD]  # the access log's middleware made it for every route
+        record.route = route.path
+        registry = request.app[STREAMS]
+        stream = registry.admit(route.path, route.limits.max_streams, request.transport)
+        write_timeout = request.app[CONFIG].server.write_timeout
+        try:
+            return await serve(StreamContext(request, route, stream, record, write_timeout))
+        finally:
+            registry.release(stream)
+
+    return handler
+
+
+async def open_upstream_reader(
+    ctx: StreamContext, outbound: UpstreamRequest, scope: contextlib.AsyncExitStack
+) -> tuple[UpstreamReader, Framing, str | None]:
+    """The upstream opened (``scope`` closes it) once its status is good: its reader, framing and
+    Content-Type. Failures are the route's JSON errors."""
+    route = ctx.route
+    session = ctx.request.app[CLIENT_SESSION]
+    upstream = await scope.enter_async_context(
+        open_upstream(session, outbound, route.timeouts, route.secrets)
+    )
+    ctx.record.upstream_status = upstream.status
+    content_type = upstream.headers.get("Content-Type")
+    framing = choose_framing(route.framing, content_type)
+    return UpstreamReader(upstream, route.timeouts.read), framing, content_type
 
 
 async def respond(ctx: StreamContext, source: Source, limits: RelayLimits) -> web.StreamResponse:

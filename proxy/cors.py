@@ -81,16 +81,23 @@ def preflight_headers(
     return headers
 
 
-def add_cors(app: web.Application, route: RouteConfig, handler: Handler) -> Handler:
+def add_cors(
+    app: web.Application,
+    route: RouteConfig,
+    handler: Handler,
+    path: str | None = None,
+    methods: Sequence[str] | None = None,
+) -> Handler:
     """Register the route's preflight and return ``handler`` wrapped with the origin check.
 
     A route without ``cors`` is for the gateway's own pages and for clients that send no
     ``Origin`` (curl, SDKs, services): a page on another site gets 403 before any upstream
-    request, so it cannot spend the route's upstream in its visitor's name."""
+    request, so it cannot spend the route's upstream in its visitor's name. ``path`` and
+    ``methods`` name another resource of the route (its streams' URLs) for the preflight."""
     cors = route.cors
     if cors is None:
         return _own_origin_only(handler)
-    methods = list(route.methods)
+    allowed = list(route.methods if methods is None else methods)
 
     async def checked(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -103,12 +110,12 @@ def add_cors(app: web.Application, route: RouteConfig, handler: Handler) -> Hand
 
     async def preflight(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")
-        headers = preflight_headers(cors, origin, methods)
+        headers = preflight_headers(cors, origin, allowed)
         if headers is None:
             raise OriginNotAllowed(origin or "(none)")
         return web.Response(status=204, headers=headers)
 
-    app.router.add_route("OPTIONS", route.path, preflight)
+    app.router.add_route("OPTIONS", route.path if path is None else path, preflight)
     return checked
 
 

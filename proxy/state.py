@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .config import GatewayConfig
 from .convert import StreamConverter
-from .resume.store import ReplayStore
+from .resume.hub import StreamHub
 from .streams import StreamRegistry
 
 __all__ = [
@@ -19,16 +19,16 @@ __all__ = [
     "CONFIG",
     "CONVERTER",
     "HIDDEN_QUERY",
-    "REPLAY_STORES",
     "STREAMS",
+    "STREAM_HUBS",
     "hide_query_param",
 ]
 
 CONFIG: Final = web.AppKey("config", GatewayConfig)
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
 STREAMS: Final = web.AppKey("streams", StreamRegistry)
-REPLAY_STORES: Final = web.AppKey("replay_stores", dict[str, ReplayStore])
-"""The replay store of each resumable route, by route path."""
+STREAM_HUBS: Final = web.AppKey("stream_hubs", dict[str, StreamHub])
+"""Each resumable route's streams in this process (its replay store among them), by route path."""
 
 HIDDEN_QUERY: Final = web.RequestKey("hidden_query", frozenset[str])
 """Query parameters that are the gateway's own (auth's, the console's): never sent upstream."""

@@ -7,6 +7,7 @@ the route's defaults.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,19 @@ class UpstreamRequest:
     url: URL
     body: bytes | None
     headers: CIMultiDict[str]
+
+    def fingerprint(self) -> str:
+        """What makes two upstream requests the same one (method, URL, body, every header, the
+        credentials among them), as a digest: a shared stream is joined only by a request whose
+        upstream request would have been identical, so no one reads another's answer."""
+        digest = hashlib.sha256()
+        headers = sorted((name.lower(), value) for name, value in self.headers.items())
+        texts = (self.method, str(self.url), *(f"{n}: {v}" for n, v in headers))
+        for part in (*(text.encode("utf-8", "surrogateescape") for text in texts), self.body):
+            # Each part with its length: no two different requests run together the same.
+            digest.update(len(part or b"").to_bytes(8, "big"))
+            digest.update(part or b"")
+        return digest.hexdigest()
 
 
 def build_upstream_request(route: RouteConfig, client: ClientRequest) -> UpstreamRequest:

@@ -11,7 +11,9 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,46 @@ def node_modules() -> Path:
             timeout=300,
         )
     return NODE_DIR
+
+
+@pytest.fixture
+async def redis_url(tmp_path) -> AsyncIterator[str]:
+    """A real redis-server on a loopback port, for the stores that replicas share."""
+    server = shutil.which("redis-server")
+    require(server is not None, "needs Debian's redis-server: sudo apt-get install redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        server,
+        *[
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            await asyncio.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)

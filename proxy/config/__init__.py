@@ -16,6 +16,7 @@ from .models import (
     ResumeConfig,
     RouteConfig,
     ServerConfig,
+    StreamsConfig,
     TimeoutsConfig,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "ResumeConfig",
     "RouteConfig",
     "ServerConfig",
+    "StreamsConfig",
     "TimeoutsConfig",
     "load_config",
     "parse_config",

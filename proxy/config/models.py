@@ -307,6 +307,12 @@ class ResumeConfig(_Model):
         return store
 
 
+class StreamsConfig(_Model):
+    share: bool = False
+    """An upstream request equal to an open stream's (method, URL, body, headers) joins that
+    stream instead of opening another (with a Redis store: across replicas)."""
+
+
 Framing = Literal["auto", "ndjson", "json-seq", "sse", "json"]
 Method = Literal["GET", "POST"]
 _ALL_METHODS: Final[tuple[Method, ...]] = ("GET", "POST")
@@ -332,6 +338,9 @@ class RouteConfig(_Model):
     resume: ResumeConfig | None = None
     """Keep each stream's events so a reconnecting client resumes without a second upstream
     request (ids become ``<stream key>-<n>``)."""
+    streams: StreamsConfig | None = None
+    """Streams as resources: ``POST {path}/streams`` answers ``201`` with a stream URL that
+    ``GET`` reads (``EventSource``) and ``DELETE`` stops. Needs ``resume``."""
 
     @field_validator("path")
     @classmethod
@@ -378,6 +387,22 @@ class RouteConfig(_Model):
             raise ValueError(
                 "resume needs events.id: sequence (the gateway numbers the events it keeps)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _streams_have_urls(self) -> RouteConfig:
+        if self.streams is None:
+            return self
+        if self.resume is None:
+            raise ValueError(
+                "streams needs resume (a stream's events are kept in its replay store)"
+            )
+        for match in PLACEHOLDER.finditer(self.path):
+            if match.group(2) and re.fullmatch(match.group(2), "a/streams/b"):
+                raise ValueError(
+                    f"streams cannot be used on a path whose {match.group(0)} spans segments "
+                    "({path}/streams/{id} would be one of its own URLs)"
+                )
         return self
 
     @model_validator(mode="after")

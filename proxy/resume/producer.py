@@ -5,7 +5,10 @@ It outlives the request that started it. A client that goes away does not stop i
 keeps reading while some reader has touched the stream within ``resume.linger`` seconds, then
 stops with ``abandoned``, which closes the upstream request and stores that error event as the
 stream's last. Its lease in the store says it is still alive (a reader on another replica that
-finds no lease and no new event knows the stream is lost).
+finds no lease and no new event knows the stream is lost). Renewing it also tells the producer
+when the stream was cancelled (the store's message may have been missed), and renews the share
+claim of the request it reads, which it drops at its end so that the next equal request opens a
+new upstream request.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from typing import Final
 from proxy.relay import RelayLimits, Source, relay
 from proxy.streams import StopReason, StopSignal
 
+from .hub import CANCELLED, StreamHub
 from .reader import split_events
 from .store import ReplayStore
 
-__all__ = ["Producer"]
+__all__ = ["LEASE", "Producer"]
 
-_LEASE: Final = 5.0
+LEASE: Final = 5.0
+"""Seconds a producer's lease (and its share claim) lasts unrenewed."""
 
 
 class StoreSink:
@@ -48,27 +53,35 @@ class StoreSink:
 
 class Producer:
     """Relays ``source`` (the upstream's events, without ids) into the store until its end, an
-    error, a stop (the drain) or no readers."""
+    error, a stop (the drain, a cancel) or no readers."""
 
     def __init__(
-        self, store: ReplayStore, key: str, source: Source, linger: float, limits: RelayLimits
+        self,
+        hub: StreamHub,
+        key: str,
+        source: Source,
+        linger: float,
+        limits: RelayLimits,
+        fingerprint: str | None = None,
     ) -> None:
-        self._store = store
+        self._hub = hub
         self._key = key
         self._source = source
         self._linger = linger
         self._limits = limits
+        self._fingerprint = fingerprint
         self.stop = StopSignal()
         self.stop.on_stop(source.close)
 
     async def run(self) -> None:
-        store, key = self._store, self._key
+        store, key = self._hub.store, self._key
+        self._hub.add_producer(key, self.stop)
         sink = StoreSink(store, key)
         pump = asyncio.create_task(relay(self._source, sink, self.stop, self._limits))
         try:
             while not pump.done():
-                await store.hold_producer(key, _LEASE)
-                await asyncio.wait({pump}, timeout=_LEASE / 5)
+                await self._renew(store)
+                await asyncio.wait({pump}, timeout=LEASE / 5)
                 if not pump.done() and not await store.has_reader(key):
                     self.stop.stop(_abandoned(self._linger))
             await pump
@@ -76,7 +89,16 @@ class Producer:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+            self._hub.remove_producer(key)
             await store.release_producer(key)
+            if self._fingerprint is not None:
+                await store.release_claim(self._fingerprint, key)
+
+    async def _renew(self, store: ReplayStore) -> None:
+        if not await store.hold_producer(self._key, LEASE):
+            self.stop.stop(CANCELLED)
+        if self._fingerprint is not None:
+            await store.renew_claim(self._fingerprint, self._key, LEASE)
 
 
 def _abandoned(linger: float) -> StopReason:

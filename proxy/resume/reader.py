@@ -1,14 +1,13 @@
-"""A reader of a resumable stream: the relay's source for a client, fed from the replay store.
+"""A reader of a resumable stream: the relay's source for a client, fed from the stream's tail
+in this process (:mod:`.hub`), which reads the replay store once for all its readers.
 
 Events are stored without ids; the reader stamps each with ``id: <stream key>-<n>`` as it
-writes, so a browser's ``Last-Event-ID`` names both the stream and the place in it. Each read
-waits on the store at most a second (it is never cancelled, so a Redis read is never cut off
-half-way), and touches the stream's reader lease, which keeps its producer reading.
+writes, so a browser's ``Last-Event-ID`` names both the stream and the place in it. A stream key
+is 128 random bits, URL-safe: with ``streams`` on, it is also the stream's URL, a capability.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from typing import Final
@@ -18,20 +17,26 @@ from proxy.errors import StreamError
 from proxy.respond import SSE_HEADERS
 from proxy.streams import StopReason
 
-from .store import ReplayBatch, ReplayStore
+from .hub import Tail
+from .store import ReplayBatch
 
-__all__ = ["ReplaySource", "new_stream_key", "parse_resume_id", "split_events"]
+__all__ = ["ReplaySource", "is_stream_key", "new_stream_key", "parse_resume_id", "split_events"]
 
-_RESUME_ID: Final = re.compile(r"([A-Za-z0-9_-]{16})-([0-9]{1,18})")
-READ_WAIT: Final = 1.0
-"""Longest wait on the store per read: how soon a reader notices a stop or a lost producer."""
+# 16 characters: the keys of earlier releases (96 bits), still readable from a shared store.
+_KEY: Final = r"[A-Za-z0-9_-]{16,43}"
+_RESUME_ID: Final = re.compile(rf"({_KEY})-([0-9]{{1,18}})")
+_STREAM_KEY: Final = re.compile(_KEY)
 _LOST: Final = (
     "the process reading this stream's upstream is gone; the events kept so far were sent"
 )
 
 
 def new_stream_key() -> str:
-    return secrets.token_urlsafe(12)  # 16 URL-safe characters, 96 random bits
+    return secrets.token_urlsafe(16)  # 22 URL-safe characters, 128 random bits
+
+
+def is_stream_key(text: str) -> bool:
+    return _STREAM_KEY.fullmatch(text) is not None
 
 
 def parse_resume_id(last_event_id: str | None) -> tuple[str, int] | None:
@@ -47,25 +52,21 @@ def split_events(output: bytes) -> list[bytes]:
 
 
 class ReplaySource:
-    """The stream's events after ``after``, then whatever comes, until its last one."""
+    """The stream's events after ``after``, then whatever comes, until its last one. A reader
+    that ``joined`` a shared stream starts at the oldest event still kept, with no gap error."""
 
-    __slots__ = ("_after", "_converter", "_finished", "_key", "_linger", "_store", "events")
+    __slots__ = ("_after", "_converter", "_finished", "_joined", "_key", "_tail", "events")
 
     headers = SSE_HEADERS
 
     def __init__(
-        self,
-        store: ReplayStore,
-        key: str,
-        after: int,
-        converter: StreamConverter,
-        linger: float,
+        self, tail: Tail, after: int, converter: StreamConverter, *, joined: bool = False
     ) -> None:
-        self._store = store
-        self._key = key
+        self._tail = tail
+        self._key = tail.key
         self._after = after
         self._converter = converter  # for the retry line, heartbeats and our own error events
-        self._linger = linger
+        self._joined = joined
         self._finished = False
         self.events = 0
 
@@ -79,10 +80,7 @@ class ReplaySource:
     async def read(self, until: float) -> bytes | None:
         if self._finished:
             return None
-        store, key = self._store, self._key
-        await store.touch_reader(key, max(self._linger, READ_WAIT * 2))
-        wait = min(READ_WAIT, max(0.0, until - asyncio.get_running_loop().time()))
-        batch = await store.read(key, self._after, wait)
+        batch = await self._tail.read(self._after, until)
         if batch is None:
             raise StreamError("this stream is no longer kept", code="stream_expired")
         output = self._encode(batch) if batch.events else b""
@@ -96,7 +94,9 @@ class ReplaySource:
     def _encode(self, batch: ReplayBatch) -> bytes:
         first = batch.events[0][0]
         gap = b""
-        if first > self._after + 1:
+        if self._joined:
+            self._joined = False
+        elif first > self._after + 1:
             gap = self._converter.error(
                 "replay_gap",
                 f"events {self._after + 1} to {first - 1} are no longer kept (resume.max_events)",
@@ -113,4 +113,5 @@ class ReplaySource:
         return self._converter.error(reason.code, reason.message)
 
     def close(self) -> None:
-        """Nothing to wake: a read returns within a second, and the relay then sees the stop."""
+        """Nothing to wake: the tail wakes its readers every round, and the relay then sees the
+        stop."""

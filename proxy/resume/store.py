@@ -4,7 +4,13 @@ Each stream (its key is in every event id: ``<key>-<n>``) is an ordered list of 
 numbered from 1, with a bound (``max_events``, oldest dropped first), a lifetime (``ttl`` seconds
 after the last write), a *finished* mark (its last event is the end or error event), and two
 leases: the producer's (someone is still reading the upstream) and the readers' (someone is still
-listening; when nobody is for ``linger`` seconds, the producer stops the upstream request).
+listening; when nobody is for ``linger`` seconds, the producer stops the upstream request). A
+stream belongs to the route that made it (its *owner*), and may be *cancelled* (a client's
+``DELETE``): the store tells every process, so the producer stops wherever it runs.
+
+A route with ``streams: {share: true}`` also keeps *claims*: the fingerprint of an upstream
+request names the stream that reads it, so an equal request joins that stream (while it is still
+being opened, too) instead of opening another upstream request.
 
 :class:`MemoryStore` keeps them in this process; :class:`proxy.resume.redis_store.RedisStore`
 keeps them in Redis Streams, so a reconnect that lands on another replica resumes too.
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,7 +41,11 @@ class ReplayBatch:
 
 
 class ReplayStore(Protocol):
-    async def create(self, key: str) -> None: ...
+    async def create(self, key: str, owner: str) -> None: ...
+
+    async def owner(self, key: str) -> str | None:
+        """The route that made the stream; None for a stream this store does not know."""
+        ...
 
     async def append(self, key: str, events: list[bytes], *, finished: bool = False) -> int:
         """Store ``events`` as the next numbers; the number of the last one."""
@@ -45,7 +56,9 @@ class ReplayStore(Protocol):
         and the stream is not finished; None for a stream this store does not know (expired)."""
         ...
 
-    async def hold_producer(self, key: str, seconds: float) -> None: ...
+    async def hold_producer(self, key: str, seconds: float) -> bool:
+        """Renew the producer's lease; False once the stream is cancelled."""
+        ...
 
     async def release_producer(self, key: str) -> None: ...
 
@@ -53,17 +66,39 @@ class ReplayStore(Protocol):
 
     async def has_reader(self, key: str) -> bool: ...
 
+    async def cancel(self, key: str) -> bool:
+        """Mark the stream cancelled and tell every process's :meth:`on_cancel` listener; False
+        for a stream this store does not know."""
+        ...
+
+    def on_cancel(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(key)`` in this process whenever a stream is cancelled, wherever."""
+        ...
+
+    async def claim(self, fingerprint: str, key: str, seconds: float) -> str:
+        """The stream that reads the upstream request ``fingerprint``: ``key`` if no live claim
+        names another one (then it is ours for ``seconds``), else that other stream's key."""
+        ...
+
+    async def renew_claim(self, fingerprint: str, key: str, seconds: float) -> None: ...
+
+    async def release_claim(self, fingerprint: str, key: str) -> None:
+        """Drop the claim if it still names ``key``."""
+        ...
+
     async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
 class _Stream:
     events: deque[tuple[int, bytes]]
+    owner: str
     last: int = 0
     finished: bool = False
     expires: float = 0.0
     producer_until: float = 0.0
     reader_until: float = 0.0
+    cancelled: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -74,11 +109,17 @@ class MemoryStore:
         self._max_events = max_events
         self._ttl = ttl
         self._streams: dict[str, _Stream] = {}
+        self._claims: dict[str, tuple[str, float]] = {}
+        self._listeners: list[Callable[[str], None]] = []
         self._next_sweep = 0.0
 
-    async def create(self, key: str) -> None:
+    async def create(self, key: str, owner: str) -> None:
         self._sweep()
-        self._streams[key] = _Stream(deque(maxlen=self._max_events), expires=self._expiry())
+        self._streams[key] = _Stream(deque(maxlen=self._max_events), owner, expires=self._expiry())
+
+    async def owner(self, key: str) -> str | None:
+        stream = self._live(key)
+        return None if stream is None else stream.owner
 
     async def append(self, key: str, events: list[bytes], *, finished: bool = False) -> int:
         stream = self._streams[key]
@@ -107,9 +148,11 @@ class MemoryStore:
             time.monotonic() < stream.producer_until,
         )
 
-    async def hold_producer(self, key: str, seconds: float) -> None:
-        if (stream := self._live(key)) is not None:
-            stream.producer_until = time.monotonic() + seconds
+    async def hold_producer(self, key: str, seconds: float) -> bool:
+        if (stream := self._live(key)) is None:
+            return True
+        stream.producer_until = time.monotonic() + seconds
+        return not stream.cancelled
 
     async def release_producer(self, key: str) -> None:
         if (stream := self._live(key)) is not None:
@@ -124,8 +167,37 @@ class MemoryStore:
         stream = self._live(key)
         return stream is not None and time.monotonic() < stream.reader_until
 
+    async def cancel(self, key: str) -> bool:
+        if (stream := self._live(key)) is None:
+            return False
+        stream.cancelled = True
+        for listener in self._listeners:
+            listener(key)
+        return True
+
+    def on_cancel(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    async def claim(self, fingerprint: str, key: str, seconds: float) -> str:
+        held = self._claims.get(fingerprint)
+        if held is not None and held[1] > time.monotonic():
+            return held[0]
+        self._claims[fingerprint] = (key, time.monotonic() + seconds)
+        return key
+
+    async def renew_claim(self, fingerprint: str, key: str, seconds: float) -> None:
+        held = self._claims.get(fingerprint)
+        if held is not None and held[0] == key:
+            self._claims[fingerprint] = (key, time.monotonic() + seconds)
+
+    async def release_claim(self, fingerprint: str, key: str) -> None:
+        held = self._claims.get(fingerprint)
+        if held is not None and held[0] == key:
+            del self._claims[fingerprint]
+
     async def close(self) -> None:
         self._streams.clear()
+        self._claims.clear()
 
     def _live(self, key: str) -> _Stream | None:
         stream = self._streams.get(key)
@@ -150,3 +222,5 @@ class MemoryStore:
         self._next_sweep = now + 1.0
         for key in [k for k, s in self._streams.items() if s.expires < now]:
             del self._streams[key]
+        for fingerprint in [f for f, (_, until) in self._claims.items() if until < now]:
+            del self._claims[fingerprint]

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,7 +17,6 @@ import pytest
 from proxy.resume.reader import parse_resume_id
 from tests.support.processes import start_gateway_process
 from tests.support.sse import EventStream, parse_events
-from tests.support.tools import require
 from tests.support.upstreams import Seen, ndjson_handler, recorded
 from tests.support.waiting import eventually
 
@@ -170,48 +166,6 @@ async def test_chromium_stops_reconnecting_when_the_finished_stream_answers_204(
 
 
 # -- Redis: a reconnect that lands on another gateway process ------------------------------------
-
-
-@pytest.fixture
-async def redis_url(tmp_path) -> AsyncIterator[str]:
-    server = shutil.which("redis-server")
-    require(server is not None, "needs Debian's redis-server: sudo apt-get install redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        server,
-        *[
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not start"
-            await asyncio.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
 
 
 async def test_with_redis_a_reconnect_to_another_gateway_process_resumes(

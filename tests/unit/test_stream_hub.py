@@ -1,0 +1,157 @@
+"""The stream hub without a server: a tail reads the store once for all of its readers, serves a
+late or slow reader from the store, forgets itself when nobody reads, and carries the store's
+failures to every reader; cancels reach the producer; share claims and ownership hold."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.errors import StreamError
+from proxy.resume.hub import CANCELLED, StreamHub
+from proxy.resume.reader import is_stream_key, new_stream_key, parse_resume_id
+from proxy.resume.store import MemoryStore, ReplayBatch
+from proxy.streams import StopSignal
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the reads made of it."""
+
+    def __init__(self, max_events: int = 100, ttl: float = 60) -> None:
+        super().__init__(max_events, ttl)
+        self.reads = 0
+
+    async def read(self, key: str, after: int, wait: float) -> ReplayBatch | None:
+        self.reads += 1
+        return await super().read(key, after, wait)
+
+
+def later(seconds: float = 2.0) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def numbers(tail, after: int) -> list[int]:
+    batch = await tail.read(after, later())
+    assert batch is not None
+    return [n for n, _ in batch.events]
+
+
+async def test_a_tail_reads_the_store_once_for_many_readers():
+    store = CountingStore()
+    await store.create("k", "/chat")
+    hub = StreamHub(store, 100, 5)
+    tails = [hub.tail("k") for _ in range(50)]
+    assert all(tail is tails[0] for tail in tails)
+    readers = [asyncio.create_task(numbers(tail, 0)) for tail in tails]
+    await asyncio.sleep(0.05)
+    await store.append("k", [b"data: a", b"data: b"])
+    assert [await r for r in readers] == [[1, 2]] * 50
+    assert store.reads <= 3  # the tail's rounds, not one per reader
+
+
+async def test_each_reader_gets_what_follows_its_own_position():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    await store.append("k", [b"data: %d" % n for n in range(1, 8)])
+    tail = StreamHub(store, 100, 5).tail("k")
+    assert await numbers(tail, 0) == [1, 2, 3, 4, 5, 6, 7]
+    assert await numbers(tail, 5) == [6, 7]
+
+
+async def test_a_reader_behind_the_window_reads_that_part_from_the_store():
+    store = CountingStore(max_events=100)
+    await store.create("k", "/chat")
+    hub = StreamHub(store, 3, 5)  # a window of three events
+    tail = hub.tail("k")
+    await store.append("k", [b"data: %d" % n for n in range(1, 11)])
+    assert await numbers(tail, 9) == [10]
+    reads = store.reads
+    assert await numbers(tail, 2) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert store.reads == reads + 1
+
+
+async def test_a_finished_stream_reads_to_its_end_and_the_tail_is_forgotten_after_its_readers():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    await store.append("k", [b"data: 1", b"event: end\ndata:"], finished=True)
+    hub = StreamHub(store, 100, 5)
+    tail = hub.tail("k")
+    batch = await tail.read(0, later())
+    assert batch is not None
+    assert batch.finished
+    assert batch.last == 2
+    tail.detach()
+    await asyncio.sleep(0.05)
+    assert hub.tail("k") is not tail
+
+
+async def test_an_expired_stream_reads_as_none():
+    store = MemoryStore(100, 60)
+    tail = StreamHub(store, 100, 5).tail("gone")
+    assert await tail.read(0, later()) is None
+
+
+async def test_a_store_failure_reaches_every_reader_as_a_stream_error():
+    class BrokenStore(MemoryStore):
+        async def read(self, key: str, after: int, wait: float) -> ReplayBatch | None:
+            raise ConnectionError("redis went away")
+
+    tail = StreamHub(BrokenStore(10, 60), 10, 5).tail("k")
+    with pytest.raises(StreamError, match="redis went away") as raised:
+        await tail.read(0, later())
+    assert raised.value.code == "store_error"
+
+
+async def test_a_wait_ends_by_its_deadline_when_nothing_comes():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    tail = StreamHub(store, 100, 5).tail("k")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    batch = await tail.read(0, started + 0.1)
+    assert batch is not None
+    assert batch.events == []
+    assert 0.05 < loop.time() - started < 0.6
+
+
+async def test_a_cancel_stops_the_local_producer_and_marks_the_store():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    hub = StreamHub(store, 100, 5)
+    hub.listen_for_cancels()
+    stop = StopSignal()
+    hub.add_producer("k", stop)
+    assert await hub.cancel("k")
+    assert stop.reason == CANCELLED
+    assert await store.hold_producer("k", 5) is False
+    assert not await hub.cancel("unknown")
+
+
+async def test_a_claim_names_the_first_stream_until_released_or_expired():
+    store = MemoryStore(100, 60)
+    assert await store.claim("fp", "first", 5) == "first"
+    assert await store.claim("fp", "second", 5) == "first"
+    await store.release_claim("fp", "second")  # not its claim: kept
+    assert await store.claim("fp", "third", 5) == "first"
+    await store.release_claim("fp", "first")
+    assert await store.claim("fp", "fourth", 0.05) == "fourth"
+    await asyncio.sleep(0.1)
+    assert await store.claim("fp", "fifth", 5) == "fifth"
+
+
+async def test_a_stream_knows_its_owner():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    assert await store.owner("k") == "/chat"
+    assert await store.owner("other") is None
+
+
+def test_stream_keys_are_128_bit_url_safe_and_resume_ids_name_them():
+    key = new_stream_key()
+    assert len(key) == 22
+    assert is_stream_key(key)
+    assert parse_resume_id(f"{key}-7") == (key, 7)
+    assert parse_resume_id("AAAAAAAAAAAAAAAA-3") == ("AAAAAAAAAAAAAAAA", 3)  # 96-bit keys of old
+    assert not is_stream_key("short")
+    assert not is_stream_key("a/b" * 8)
