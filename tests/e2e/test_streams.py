@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
 
@@ -400,3 +401,39 @@ async def test_with_redis_fifty_readers_over_two_processes_share_one_upstream_re
     finally:
         for gateway in (first, second):
             assert await gateway.stop() == 0
+
+
+async def test_a_reader_that_does_not_read_is_cut_off_without_slowing_the_others(
+    start_upstream, start_gateway, http, caplog
+):
+    # A hundred lines of 64 KB, one each 20 ms: two seconds and 6.4 MB of stream, far more
+    # than the socket buffers of a client that reads nothing hold.
+    pad = "x" * 64_000
+    lines = [b'{"n": %d, "pad": "%s"}\n' % (n, pad.encode()) for n in range(1, 101)]
+    upstream = Upstream(lines, pause=0.02)
+    base = await start_upstream({"/chat": recorded(upstream.stream, upstream.seen)})
+    route = {**streams_route(base, share=True), "events": {"data": "line"}}
+    route["events"]["id"] = "sequence"
+    gateway = await start_gateway([route], server={"write_timeout": 0.5})
+    port = int(gateway.rsplit(":", 1)[1])
+    with caplog.at_level("INFO", logger="proxy.access"):
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")
+        await eventually(lambda: len(upstream.seen) == 1, "the stream is open")
+        started = time.monotonic()
+        async with http.get(f"{gateway}/chat") as response:
+            events = parse_events(await response.read())
+        took = time.monotonic() - started
+        await eventually(
+            lambda: any(
+                getattr(r, "stream", None) and r.stream.ended == "write_timeout"
+                for r in caplog.records
+            ),
+            "the stuck reader is cut off",
+        )
+        stuck.close()
+    assert len(events) == 101  # every line, then the end
+    assert took < 2.0 + 1.5  # the stream's own two seconds, and no wait on the stuck reader
+    assert len(upstream.seen) == 1
