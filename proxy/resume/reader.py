@@ -52,21 +52,17 @@ def split_events(output: bytes) -> list[bytes]:
 
 
 class ReplaySource:
-    """The stream's events after ``after``, then whatever comes, until its last one. A reader
-    that ``joined`` a shared stream starts at the oldest event still kept, with no gap error."""
+    """The stream's events after ``after``, then whatever comes, until its last one."""
 
-    __slots__ = ("_after", "_converter", "_finished", "_joined", "_key", "_tail", "events")
+    __slots__ = ("_after", "_converter", "_finished", "_key", "_tail", "events")
 
     headers = SSE_HEADERS
 
-    def __init__(
-        self, tail: Tail, after: int, converter: StreamConverter, *, joined: bool = False
-    ) -> None:
+    def __init__(self, tail: Tail, after: int, converter: StreamConverter) -> None:
         self._tail = tail
         self._key = tail.key
         self._after = after
         self._converter = converter  # for the retry line, heartbeats and our own error events
-        self._joined = joined
         self._finished = False
         self.events = 0
 
@@ -94,9 +90,7 @@ class ReplaySource:
     def _encode(self, batch: ReplayBatch) -> bytes:
         first = batch.events[0][0]
         gap = b""
-        if self._joined:
-            self._joined = False
-        elif first > self._after + 1:
+        if first > self._after + 1:
             gap = self._converter.error(
                 "replay_gap",
                 f"events {self._after + 1} to {first - 1} are no longer kept (resume.max_events)",

@@ -38,8 +38,8 @@ async def serve_resumable(ctx: StreamContext, outbound: UpstreamRequest) -> web.
         key, after = resumed
         if (response := await replay_or_done(ctx, key, after)) is not None:
             return response
-    key, joined = await open_stream(ctx, outbound)
-    return await read_stream(ctx, key, 0, joined=joined)
+    key, _ = await open_stream(ctx, outbound)
+    return await read_stream(ctx, key, 0)
 
 
 async def replay_or_done(ctx: StreamContext, key: str, after: int) -> web.StreamResponse | None:
@@ -90,15 +90,13 @@ async def open_stream(ctx: StreamContext, outbound: UpstreamRequest) -> tuple[st
     return key, False
 
 
-async def read_stream(
-    ctx: StreamContext, key: str, after: int, *, joined: bool = False
-) -> web.StreamResponse:
+async def read_stream(ctx: StreamContext, key: str, after: int) -> web.StreamResponse:
     """The stream ``key`` to this request's client, from after ``after``."""
     route = ctx.route
     tail = _hub(ctx).tail(key)
     try:
         converter = StreamConverter(route.events.rules, secrets=route.secrets)
-        source = ReplaySource(tail, after, converter, joined=joined)
+        source = ReplaySource(tail, after, converter)
         # The producer keeps the stream's maximum duration; a reader lasts as long as the stream.
         return await respond(ctx, source, RelayLimits(heartbeat=route.events.heartbeat))
     finally:

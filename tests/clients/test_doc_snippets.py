@@ -20,6 +20,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ from tests.support.doc_snippets import (
 )
 from tests.support.sse import parse_events
 from tests.support.upstreams import Seen, ndjson_handler, recorded
+from tests.support.waiting import eventually
 
 CLOSED = 2  # EventSource.readyState
 RETRY = {"events": {"retry": 200}}  # ms: a reconnect, were there one, comes within a second
@@ -98,6 +100,8 @@ async def model_not_found(request: web.Request) -> web.Response:
         ("with-credentials", "js", "docs/browser.md"),
         ("cors-route", "yaml", "docs/browser.md"),
         ("fetch-post", "js", "docs/browser.md"),
+        ("streams-route", "yaml", "docs/browser.md"),
+        ("stream-url", "js", "docs/browser.md"),
     ],
 )
 def test_each_page_holds_its_snippets_in_a_fenced_block_right_after_the_marker(name, lang, page):
@@ -418,6 +422,68 @@ async def test_the_cors_answers_the_browser_page_describes(start_upstream, start
         assert response.status == 403
         assert (await response.json())["error"]["code"] == "origin_not_allowed"
     assert len(seen) == 1  # the allowed POST only
+
+
+# -- stream-url: POST, then EventSource, then DELETE ---------------------------------------------
+
+TOKENS = [b'{"content": "%s"}\n' % word.encode() for word in ("The ", "sky ", "is ", "blue.")]
+
+
+async def test_stream_url_snippet_posts_the_body_reads_it_with_eventsource_and_closes_on_end(
+    browser, start_upstream, start_gateway
+):
+    upstream, seen = await chat_upstream(start_upstream, ndjson_handler(TOKENS, pause=0.05))
+    gateway = await start_gateway([readme_route("streams-route", upstream, **RETRY)])
+    page = await SnippetPage.open(browser, gateway + "/healthz")
+
+    await page.run(snippet("stream-url"))
+    await page.wait_for("snippetLog.closed.length > 0")
+    await asyncio.sleep(NO_RECONNECT_WAIT)
+
+    assert await page.output() == "The sky is blue."
+    (close,) = await page.closed()
+    assert close["during"] == "end"
+    (source,) = await page.sources()
+    assert re.fullmatch(re.escape(gateway) + r"/v1/chat/streams/[A-Za-z0-9_-]{22}", source["url"])
+    (request,) = seen  # the POST's body went upstream once; the EventSource read the buffer
+    assert request.method == "POST"
+    assert_is_the_question(request.body)
+    assert page.errors == []
+
+
+async def test_stream_url_snippet_stops_the_upstream_request_when_the_page_calls_stop(
+    browser, start_upstream, start_gateway
+):
+    closed: list[float] = []
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            for n in range(100):
+                await response.write(b'{"content": "%d "}\n' % n)
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.CancelledError):
+            closed.append(time.monotonic())
+            raise
+        return response
+
+    upstream, seen = await chat_upstream(start_upstream, slow)
+    gateway = await start_gateway([readme_route("streams-route", upstream, **RETRY)])
+    page = await SnippetPage.open(browser, gateway + "/healthz")
+
+    await page.run(snippet("stream-url"))
+    await page.wait_for("output.textContent.startsWith('0 1 ')")
+    asked = time.monotonic()
+    await page.page.evaluate("() => stopChat()")
+    await page.wait_for("output.textContent.endsWith('[stopped]')")
+    await eventually(lambda: bool(closed), "the upstream request is closed")
+
+    assert closed[0] - asked < 1.0
+    (close,) = await page.closed()
+    assert close["during"] == "error"
+    assert len(seen) == 1
+    assert page.errors == []
 
 
 # -- fetch-post: a same-origin page ----------------------------------------------------------------

@@ -10,6 +10,7 @@ the events it gets, and what the backend was sent.
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -354,6 +355,34 @@ async def test_kubernetes_expired_resource_version_arrives_as_an_error_event_nam
     status = orjson.loads(event.data)["object"]
     assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
     assert ("resourceVersion", "12000") in k8s.requests[0].query
+
+
+async def test_kubernetes_shared_watch_serves_thirty_dashboards_from_one_watch(
+    start_recipe, serve, http
+):
+    k8s = FakeKubernetes(hold=1.0)
+    gateway = await start_recipe("kubernetes-watch-shared", {"K8S_API": await serve(k8s)})
+    url = f"{gateway}/k8s/namespaces/default/pods?labelSelector=app%3Dweb"
+
+    async def dashboard() -> list[tuple[str, str]]:
+        async with http.get(url, headers=EVENT_SOURCE) as response:
+            assert response.status == 200
+            return [(e.event, e.data) for e in parse_events(await response.read())]
+
+    seen = await asyncio.gather(*(dashboard() for _ in range(30)))
+    expected = [
+        ("ADDED", k8s_event(k8s, "ADDED", "web-1", "12347", "Running")),
+        ("ADDED", k8s_event(k8s, "ADDED", "web-3", "12349", "Pending")),
+        ("BOOKMARK", bookmark(k8s, None)),
+        ("end", ""),
+    ]
+    assert seen == [expected] * 30
+    [request] = k8s.requests  # one watch for all thirty
+    assert ("labelSelector", "app=web") in request.query
+    # Another selector is another watch.
+    async with http.get(url.replace("app%3Dweb", "app%3Ddb"), headers=EVENT_SOURCE) as response:
+        await response.read()
+    assert len(k8s.requests) == 2
 
 
 # -- Spring WebFlux --------------------------------------------------------------------------------

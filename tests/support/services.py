@@ -17,6 +17,7 @@ after each, no terminal line), OpenAI's streaming chat completions reference.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -170,7 +171,8 @@ class FakeKubernetes:
     changes after it, and a version older than the compaction point is an in-stream ``ERROR``
     event carrying a 410 ``Status`` (HTTP 200 all the same). With ``allowWatchBookmarks=true`` a
     ``BOOKMARK`` at the newest version follows. The real server then keeps the watch open until
-    ``timeoutSeconds``; this fake ends it at once, as if that time had come.
+    ``timeoutSeconds``; this fake ends it at once, as if that time had come, or after ``hold``
+    seconds of quiet.
     """
 
     method = "GET"
@@ -183,8 +185,9 @@ class FakeKubernetes:
         ("ADDED", "web-3", "12349", "Pending"),
     )
 
-    def __init__(self) -> None:
+    def __init__(self, hold: float = 0.0) -> None:
         self.requests: list[Seen] = []
+        self.hold = hold
 
     def handlers(self) -> dict[str, Handler]:
         return {"/api/v1/namespaces/{namespace}/pods": recorded(self.pods, self.requests)}
@@ -267,7 +270,16 @@ class FakeKubernetes:
                     "items": items,
                 }
             )
-        return await ndjson_handler(self.watch_lines(namespace, query), "application/json")(request)
+        lines = self.watch_lines(namespace, query)
+        if not self.hold:
+            return await ndjson_handler(lines, "application/json")(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for line in lines:
+            await response.write(line)
+        await asyncio.sleep(self.hold)  # a quiet namespace: the watch stays open
+        await response.write_eof()
+        return response
 
 
 # -- Spring WebFlux --------------------------------------------------------------------------------
