@@ -3,7 +3,7 @@ it, reconnect with the ``Last-Event-ID`` the gateway gave and get the rest with 
 or lost, and a reconnect after the stream's last event gets ``204``, which stops them.
 
 npm ``eventsource`` is left to reconnect by itself (tests/node/stream_url_client.mjs prints what
-it did).
+it did); httpx-sse has no reconnect of its own, so the test reconnects the way its README says.
 The upstream is a real aiohttp server that streams NDJSON with a pause after each line, and the
 stream is read into the gateway's store whether or not anyone is reading, so one upstream request
 serves every connection of a client.
@@ -17,7 +17,9 @@ import json
 import logging
 from typing import Any
 
+import httpx
 import pytest
+from httpx_sse import SSEError, aconnect_sse
 
 from proxy.logs import StreamRecord
 from tests.support.upstreams import Seen, ndjson_handler, recorded
@@ -225,3 +227,81 @@ async def test_eventsource_reconnects_after_a_cut_with_its_last_id_and_stops_on_
     ]
     assert len(seen) == 1
     assert seen[0].body == BODY
+
+
+# -- httpx-sse ------------------------------------------------------------------------------------
+
+
+async def test_httpx_sse_stops_after_k_events_resumes_with_last_event_id_and_gets_204(
+    start_upstream, start_gateway, http
+):
+    gateway, seen = await streams_gateway(start_upstream, start_gateway, pause=0.05)
+    url, key = await create_stream(http, gateway)
+    k = 3
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with aconnect_sse(client, "GET", url) as source:
+            assert source.response.status_code == 200
+            first = []
+            async for sse in source.aiter_sse():
+                first.append(sse)
+                if len(first) == 1 + k:
+                    break  # leaving the block closes the connection mid-stream
+        async with aconnect_sse(
+            client, "GET", url, headers={"Last-Event-ID": first[-1].id}
+        ) as source:
+            assert source.response.status_code == 200
+            rest = [sse async for sse in source.aiter_sse()]
+        async with aconnect_sse(client, "GET", url, headers={"Last-Event-ID": rest[-1].id}) as done:
+            assert done.response.status_code == 204
+            assert await done.response.aread() == b""
+            # httpx-sse does not know 204: iterating it fails on the missing content type,
+            # so a client checks the status before it reads events.
+            with pytest.raises(SSEError, match="text/event-stream"):
+                [sse async for sse in done.aiter_sse()]
+
+    # Each connection opens with a retry-only block, which httpx-sse dispatches as an empty
+    # message (a spec client dispatches nothing for it).
+    for opening in (first.pop(0), rest.pop(0)):
+        assert (opening.event, opening.data, opening.id, opening.retry) == (
+            "message",
+            "",
+            "",
+            RETRY_MS,
+        )
+    assert [(sse.event, sse.data, sse.id) for sse in first + rest] == whole_stream(key)
+    assert len(seen) == 1
+    assert seen[0].body == BODY
+
+
+async def test_httpx_sse_reader_of_a_deleted_stream_gets_an_error_event_coded_cancelled(
+    start_upstream, start_gateway, http
+):
+    gateway, seen = await streams_gateway(start_upstream, start_gateway, pause=0.3)
+    url, key = await create_stream(http, gateway)
+
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        aconnect_sse(client, "GET", url) as source,
+    ):
+        got = []
+        async for sse in source.aiter_sse():
+            got.append(sse)
+            if sse.id == f"{key}-2":
+                deleted = await client.delete(url)
+                assert deleted.status_code == 204
+
+    got.pop(0)  # the retry-only block, an empty message to httpx-sse
+    assert [(sse.event, sse.data, sse.id) for sse in got[:2]] == [
+        ("message", "1", f"{key}-1"),
+        ("message", "2", f"{key}-2"),
+    ]
+    # At most the event already on its way may come between the DELETE and the error.
+    assert len(got) in (3, 4)
+    error = got[-1]
+    assert error.event == "error"
+    assert json.loads(error.data)["code"] == "cancelled"
+    assert len(seen) == 1
+    async with httpx.AsyncClient(timeout=10) as client:
+        after = await client.get(url, headers={"Last-Event-ID": error.id})
+        assert after.status_code == 204
