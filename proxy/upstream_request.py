@@ -94,8 +94,9 @@ def build_upstream_request(route: RouteConfig, client: ClientRequest) -> Upstrea
 
 
 def client_body(route: RouteConfig, client: ClientRequest) -> dict[str, Any]:
-    """The upstream body: the client's fields over the route's defaults, with ``Last-Event-ID``
-    where the route wants it."""
+    """The upstream body: the client's fields (checked against the route's schema) over the
+    route's defaults and under its pinned fields, with ``Last-Event-ID`` where the route wants
+    it."""
     limit = route.limits.max_body_bytes
     if client.method == "GET":
         query = client.query
@@ -105,7 +106,11 @@ def client_body(route: RouteConfig, client: ClientRequest) -> dict[str, Any]:
         fields = body_from_query(query, route.body.query_param, limit)
     else:
         fields = body_from_json(client.body)
+    if route.body.schema_check is not None:
+        route.body.schema_check.check(fields)
     body = merge_under(route.body.defaults, fields)
+    if route.body.pinned:
+        body = merge_under(body, route.body.pinned)  # last: a client value never overrides it
     last_event_id = client.headers.get("Last-Event-ID")
     if route.body.last_event_id and last_event_id is not None:
         body[route.body.last_event_id] = last_event_id

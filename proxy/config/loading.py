@@ -65,12 +65,16 @@ def load_config(
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text") from None
     try:
-        return parse_config(text, environ)
+        return parse_config(text, environ, base=source.parent)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def parse_config(text: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+def parse_config(
+    text: str, environ: Mapping[str, str] | None = None, base: Path | None = None
+) -> GatewayConfig:
+    """Validate a configuration's text; files it names (``body.schema``) are read relative to
+    ``base`` (the configuration file's folder), else the current directory."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -84,7 +88,7 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Gateway
         raise ConfigError("the top level must be a mapping with 'server' and 'routes'")
     expanded = _expand(raw, os.environ if environ is None else environ, "")
     try:
-        return GatewayConfig.model_validate(expanded)
+        return GatewayConfig.model_validate(expanded, context={"base": base or Path()})
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
 

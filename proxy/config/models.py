@@ -10,19 +10,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from yarl import URL
 
+from proxy.body_schema import BodySchema
 from proxy.convert import EventRules
 from proxy.errors import ConfigError, InvalidPointer
 from proxy.headers import HOP_BY_HOP_HEADERS
@@ -121,10 +125,39 @@ class ServerConfig(_Model):
 class BodyConfig(_Model):
     defaults: dict[str, Any] = Field(default_factory=dict)
     """Merged under the client's own fields (deeply: nested objects merge too)."""
+    pinned: dict[str, Any] = Field(default_factory=dict)
+    """Merged over the client's fields, last and deeply: a client value for a pinned field never
+    reaches the upstream (a route whose key pays for one model keeps that model)."""
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    """A JSON Schema the client's body must satisfy (``400 invalid_body`` otherwise); in the file,
+    inline or as the path of a JSON or YAML file (relative to the configuration file)."""
     query_param: str | None = "body"
     """GET: this query parameter holds a URL-encoded JSON object (nested JSON for EventSource)."""
     last_event_id: str | None = None
     """Body field that receives the client's ``Last-Event-ID``, if the upstream wants it there."""
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _load_schema(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            base = Path((info.context or {}).get("base", "."))
+            value = _schema_file(base / value)
+        if isinstance(value, dict):
+            BodySchema(value)  # a schema that is not valid for its draft stops the start-up
+        return value
+
+    @functools.cached_property
+    def schema_check(self) -> BodySchema | None:
+        return None if self.json_schema is None else BodySchema(self.json_schema)
+
+
+def _schema_file(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not JSON or YAML: {str(exc).splitlines()[0]}") from None
 
 
 class EventsConfig(_Model):

@@ -57,11 +57,10 @@ async def _create(ctx: StreamContext) -> web.StreamResponse:
     key, _ = await open_stream(ctx, outbound)
     location = f"{request.rel_url.raw_path}/{key}"
     ctx.record.ended = "created"
-    return web.json_response(
-        {"id": key, "url": location},
-        status=201,
-        headers={"Location": location, "Access-Control-Expose-Headers": "Location"},
-    )
+    headers = {"Location": location}
+    if ctx.route.cors is not None:
+        headers["Access-Control-Expose-Headers"] = "Location"  # a cross-origin page reads it
+    return web.json_response({"id": key, "url": location}, status=201, headers=headers)
 
 
 async def _read(ctx: StreamContext) -> web.StreamResponse:
