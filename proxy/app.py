@@ -8,6 +8,7 @@ number of apps can run in one process (the test suite runs many).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 
@@ -29,7 +30,7 @@ from .paths import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .resume import open_store
 from .resume.hub import StreamHub
 from .resume.resources import hide_stream_key, stream_resources
-from .state import CLIENT_SESSION, CONFIG, STREAM_HUBS, STREAMS
+from .state import CLIENT_SESSION, CONFIG, METRICS, STREAM_HUBS, STREAMS
 from .streams import StreamRegistry
 
 __all__ = ["CONFIG", "STREAMS", "create_app", "json_errors", "make_runner"]
@@ -42,6 +43,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=[access_log(unlogged, metrics.observe), json_errors])
     app[CONFIG] = config
     app[STREAMS] = streams
+    app[METRICS] = metrics
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_stream_hubs)
     app.on_response_prepare.append(apply_cors_headers)
@@ -111,7 +113,9 @@ async def _stream_hubs(app: web.Application) -> AsyncIterator[None]:
         if route.resume is not None:
             resume = route.resume
             store = open_store(resume.store, resume.max_events, resume.ttl)
-            hubs[route.path] = hub = StreamHub(store, resume.max_events, resume.linger)
+            count_tokens = functools.partial(app[METRICS].count_tokens, route.path)
+            hub = StreamHub(store, resume.max_events, resume.linger, count_tokens)
+            hubs[route.path] = hub
             if route.streams is not None:
                 hub.listen_for_cancels()
     app[STREAM_HUBS] = hubs

@@ -36,6 +36,7 @@ from .sse import (
     sanitize_id,
     sanitize_name,
 )
+from .usage import UsageTally
 
 _EVENT_HEAD_CACHE_SIZE: Final = 1024
 _CR: Final = 0x0D
@@ -87,6 +88,7 @@ class StreamConverter:
         "_secrets",
         "_sequence",
         "_use_sequence",
+        "usage",
     )
 
     def __init__(
@@ -95,7 +97,10 @@ class StreamConverter:
         *,
         last_event_id: str | None = None,
         secrets: Collection[str] = (),
+        usage: UsageTally | None = None,
     ) -> None:
+        self.usage = usage
+        """Token counts read from the lines, for a route with ``usage``."""
         self._default_event = rules.event
         self._event_prefix = b"" if rules.event == "message" else f"event: {rules.event}\n".encode()
         self._event_from = rules.event_from
@@ -149,15 +154,17 @@ class StreamConverter:
         The common batch (every line ASCII, no CR, none empty or starting with whitespace) is
         checked and encoded with C-level calls; anything else takes the line-by-line path.
         """
+        if self.usage is not None:
+            self.usage.scan(lines)
         if not lines or self.needs_json:
-            return self.lines(lines)
+            return self._encode_lines(lines)
         # min() finds an empty line or one that starts with a space or control byte (all sort
         # below "!"), which might be blank; JSON never starts that way.
         if min(lines)[:1] <= b" ":
-            return self.lines(lines)
+            return self._encode_lines(lines)
         blob = b"".join(lines)
         if not blob.isascii() or _CR in blob:
-            return self.lines(lines)
+            return self._encode_lines(lines)
         count = len(lines)
         prefix = self._event_prefix
         if self._use_sequence:
@@ -177,6 +184,11 @@ class StreamConverter:
 
     def lines(self, lines: list[bytes]) -> bytes:
         """Every line of a batch as encoded events, in order, as one buffer."""
+        if self.usage is not None:
+            self.usage.scan(lines)
+        return self._encode_lines(lines)
+
+    def _encode_lines(self, lines: list[bytes]) -> bytes:
         if not lines:
             return b""
         if self.needs_json:
@@ -208,6 +220,8 @@ class StreamConverter:
     def sse(self, items: list[SSEEvent | SSERetry]) -> bytes:
         """Events from an upstream that already speaks SSE, re-encoded so framing stays ours."""
         out = []
+        if self.usage is not None:
+            self.usage.scan([item.data.encode() for item in items if isinstance(item, SSEEvent)])
         for item in items:
             if isinstance(item, SSERetry):
                 out.append(encode_retry(item.milliseconds))

@@ -54,6 +54,7 @@ async def _serve(ctx: StreamContext) -> web.StreamResponse:
             route.events.rules,
             last_event_id=request.headers.get("Last-Event-ID"),
             secrets=route.secrets,
+            usage=route.usage_tally(),
         )
         decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
         return await respond(ctx, DecodedSource(reader, decoder, converter), ctx.limits)

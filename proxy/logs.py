@@ -10,17 +10,20 @@ browser's ``EventSource`` has to put its body, and sometimes a credential.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Final
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from .timeline import Timeline
 
 __all__ = [
     "STREAM_RECORD",
@@ -46,16 +49,49 @@ class StreamRecord:
     first_event_ms: float | None = None
     duration_ms: float = 0.0
     ended: str = "eof"
+    gap_p50_ms: float | None = None
+    """The median gap between the writes that carried events (for an LLM: inter-token latency),
+    as the upper bound of its bucket."""
+    gap_p99_ms: float | None = None
+    gap_max_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     started: float = field(default_factory=time.monotonic, repr=False)
+    timeline: Timeline = field(default_factory=Timeline, repr=False)
 
     def first_event_now(self) -> None:
         if self.first_event_ms is None:
             self.first_event_ms = round((time.monotonic() - self.started) * 1000, 1)
 
+    def note_gaps(self) -> None:
+        """The timeline's figures into the record's fields, at the stream's end."""
+        timeline = self.timeline
+        if timeline.gaps:
+            self.gap_p50_ms = _ms(timeline.percentile(0.5))
+            self.gap_p99_ms = _ms(timeline.percentile(0.99))
+            self.gap_max_ms = _ms(timeline.longest)
+
     def as_fields(self) -> dict[str, object]:
-        fields = asdict(self)
-        del fields["started"]
+        """The log line's fields; the LLM figures only where the stream has them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del fields["started"], fields["timeline"]
+        for name in _ONLY_WHEN_KNOWN:
+            if fields[name] is None:
+                del fields[name]
         return fields
+
+
+_ONLY_WHEN_KNOWN: Final = (
+    "gap_p50_ms",
+    "gap_p99_ms",
+    "gap_max_ms",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 STREAM_RECORD: Final = web.RequestKey("stream_record", StreamRecord)
@@ -89,6 +125,7 @@ def access_log(
 
     def finish(record: StreamRecord, status: int) -> None:
         record.status = record.status or status
+        record.note_gaps()
         record.duration_ms = round((time.monotonic() - record.started) * 1000, 1)
         access.info("stream", extra={"stream": record})
         if on_end is not None:
@@ -124,7 +161,8 @@ _YELLOW: Final = "\x1b[33m"
 
 class DevFormatter(logging.Formatter):
     """``16:20:01 GET /v1/chat 200 ← 200  36 events  first 62 ms  2.31 s  eof``, coloured when
-    the output is a terminal."""
+    the output is a terminal; an LLM stream adds its tokens (``26→298 tokens``) and its gaps'
+    p50/p99 (``gap ≤100/250 ms``)."""
 
     def __init__(self, colour: bool) -> None:
         super().__init__()
@@ -149,9 +187,14 @@ class DevFormatter(logging.Formatter):
         first = (
             f"first {stream.first_event_ms:.0f} ms" if stream.first_event_ms is not None else "-"
         )
+        llm = ""
+        if stream.completion_tokens is not None:
+            llm = f"  {stream.prompt_tokens or 0}→{stream.completion_tokens} tokens"
+        if stream.gap_p50_ms is not None:
+            llm += f"  gap ≤{stream.gap_p50_ms:.0f}/{stream.gap_p99_ms:.0f} ms"
         return (
             f"{self._paint(clock, _DIM)} {stream.method} {stream.path} {status}{upstream}"
-            f"  {stream.events} events  {first}  {_duration(stream.duration_ms)}"
+            f"  {stream.events} events  {first}{llm}  {_duration(stream.duration_ms)}"
             f"  {self._paint(stream.ended, _GREEN if ok else _RED)}"
         )
 

@@ -4,6 +4,12 @@ Strategy: each app has its own ``CollectorRegistry`` (prometheus-client's defaul
 and the test suite runs many apps in one process). Counters and histograms are fed once per stream,
 at its end, from its :class:`StreamRecord`; the open-stream gauge is read from the
 :class:`StreamRegistry` at scrape time, so there is no second count to keep in step.
+
+For LLM routes: time to first event is time to first token (each token is an event); the gaps
+between the writes that carried events are the inter-token latency, kept per stream in a
+:class:`~proxy.timeline.Timeline`'s buckets and added to the route's histogram at the stream's end
+(one addition per bucket, not one observation per token); token counts come from the route's
+``usage`` pointers, counted where the upstream is read (for a resumable route, by its producer).
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .logs import StreamRecord
 from .streams import StreamRegistry
+from .timeline import GAP_BUCKETS, Timeline
+from .usage import UsageTally
 
 __all__ = ["GatewayMetrics"]
 
@@ -67,6 +75,14 @@ class GatewayMetrics:
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
+        self._tokens = Counter(
+            "proxy_tokens",
+            "LLM tokens read from the streams (the route's usage pointers), by kind.",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self._gaps = _GapHistogram()
+        self.registry.register(self._gaps)
 
     def observe(self, record: StreamRecord) -> None:
         """One finished request to a route (others are not counted)."""
@@ -83,6 +99,19 @@ class GatewayMetrics:
         if record.first_event_ms is not None:
             self._first_event.labels(route).observe(record.first_event_ms / 1000)
         self._duration.labels(route).observe(record.duration_ms / 1000)
+        self._gaps.add(route, record.timeline)
+        self._count(route, record.prompt_tokens, record.completion_tokens)
+
+    def count_tokens(self, route: str, usage: UsageTally) -> None:
+        """Token counts read by a stream that no one request owns (a resumable stream's
+        producer)."""
+        self._count(route, usage.prompt_tokens, usage.completion_tokens)
+
+    def _count(self, route: str, prompt: int | None, completion: int | None) -> None:
+        if prompt:
+            self._tokens.labels(route, "prompt").inc(prompt)
+        if completion:
+            self._tokens.labels(route, "completion").inc(completion)
 
     async def handler(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -104,3 +133,33 @@ class _OpenStreams(Collector):
         yield GaugeMetricFamily(
             "proxy_draining", "1 while the gateway drains.", value=int(self._streams.draining)
         )
+
+
+class _GapHistogram(Collector):
+    """``proxy_event_gap_seconds``: the route's streams' timelines, added bucket by bucket."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, tuple[list[int], list[float]]] = {}
+
+    def add(self, route: str, timeline: Timeline) -> None:
+        if not timeline.gaps:
+            return
+        counts, total = self._routes.setdefault(route, ([0] * (len(GAP_BUCKETS) + 1), [0.0]))
+        for index, count in enumerate(timeline.counts):
+            counts[index] += count
+        total[0] += timeline.total
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "proxy_event_gap_seconds",
+            "Gaps between a stream's writes that carried events (LLM: inter-token latency).",
+            labels=["route"],
+        )
+        bounds = [*(repr(bound) for bound in GAP_BUCKETS), "+Inf"]
+        for route, (counts, total) in self._routes.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([route], buckets, total[0])
+        yield family

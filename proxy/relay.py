@@ -33,6 +33,7 @@ from .streams import StopReason, StopSignal
 
 if TYPE_CHECKING:
     from .logs import StreamRecord
+    from .usage import UsageTally
 
 __all__ = ["RelayLimits", "Sink", "Source", "relay"]
 
@@ -51,6 +52,11 @@ class Source(Protocol):
     @property
     def ended(self) -> bool:
         """Nothing follows the output just read: no more output, no failure."""
+        ...
+
+    @property
+    def usage(self) -> UsageTally | None:
+        """Token counts read from the upstream, where this source reads it and the route asks."""
         ...
 
     def opening(self) -> bytes: ...
@@ -109,6 +115,9 @@ async def relay(
             record.events = source.events
             record.bytes = sink.sent
             record.ended = ended
+            if (usage := source.usage) is not None:
+                record.prompt_tokens = usage.prompt_tokens
+                record.completion_tokens = usage.completion_tokens
     return ended
 
 
@@ -125,6 +134,7 @@ async def _pump(
     last_write = loop.time()
     end_at = last_write + limits.max_duration if limits.max_duration else math.inf
     noted_first = record is None
+    timeline = None if record is None else record.timeline
     while True:
         # Without heartbeats, still a wake-up a second (an upstream source checks then that its
         # connection is still there; aiohttp does not always wake a pending read).
@@ -143,6 +153,8 @@ async def _pump(
         if output:
             await sink.write(output)
             last_write = now = loop.time()
+            if timeline is not None:
+                timeline.mark(now)
         else:
             # A timer may fire a clock tick early; a millisecond of slack avoids a needless wake.
             now = loop.time() + 0.001

@@ -27,6 +27,7 @@ from .errors import StreamError
 from .redaction import redact
 from .respond import SSE_HEADERS
 from .streams import StopReason
+from .usage import UsageTally
 
 __all__ = ["DecodedSource", "PassthroughSource", "UpstreamReader"]
 
@@ -186,6 +187,10 @@ class DecodedSource:
         return self._converter.sequence - self._first_sequence
 
     @property
+    def usage(self) -> UsageTally | None:
+        return self._converter.usage
+
+    @property
     def ended(self) -> bool:
         return self._ended and self._decoder.failure is None
 
@@ -227,6 +232,7 @@ class PassthroughSource:
     __slots__ = ("_ended", "_last_byte", "_reader", "_secrets", "headers")
 
     events = 0
+    usage = None
 
     def __init__(
         self, reader: UpstreamReader, content_type: str | None, secrets: Collection[str]

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .config import GatewayConfig
 from .convert import StreamConverter
+from .metrics import GatewayMetrics
 from .resume.hub import StreamHub
 from .streams import StreamRegistry
 
@@ -19,6 +20,7 @@ __all__ = [
     "CONFIG",
     "CONVERTER",
     "HIDDEN_QUERY",
+    "METRICS",
     "STREAMS",
     "STREAM_HUBS",
     "hide_query_param",
@@ -27,6 +29,7 @@ __all__ = [
 CONFIG: Final = web.AppKey("config", GatewayConfig)
 CLIENT_SESSION: Final = web.AppKey("client_session", aiohttp.ClientSession)
 STREAMS: Final = web.AppKey("streams", StreamRegistry)
+METRICS: Final = web.AppKey("metrics", GatewayMetrics)
 STREAM_HUBS: Final = web.AppKey("stream_hubs", dict[str, StreamHub])
 """Each resumable route's streams in this process (its replay store among them), by route path."""
 

@@ -18,6 +18,7 @@ from .models import (
     ServerConfig,
     StreamsConfig,
     TimeoutsConfig,
+    UsageConfig,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ServerConfig",
     "StreamsConfig",
     "TimeoutsConfig",
+    "UsageConfig",
     "load_config",
     "parse_config",
     "upstream_config",

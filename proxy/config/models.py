@@ -40,6 +40,7 @@ from proxy.paths import (
     placeholder_names,
 )
 from proxy.pointer import JsonPointer
+from proxy.usage import UsagePointers, UsageTally
 
 __all__ = [
     "AuthConfig",
@@ -340,6 +341,26 @@ class ResumeConfig(_Model):
         return store
 
 
+class UsageConfig(_Model):
+    prompt_tokens: JsonPointer | None = None
+    """Where a line holds the prompt's token count (Ollama: ``/prompt_eval_count``)."""
+    completion_tokens: JsonPointer | None = None
+    """Where a line holds the answer's token count (Ollama: ``/eval_count``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("prompt_tokens", "completion_tokens", mode="before")
+    @classmethod
+    def _parse_pointer(cls, value: Any) -> Any:
+        return _pointer(value) if isinstance(value, str) else value
+
+    @functools.cached_property
+    def pointers(self) -> UsagePointers:
+        return UsagePointers(
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
+        )
+
+
 class StreamsConfig(_Model):
     share: bool = False
     """An upstream request equal to an open stream's (method, URL, body, headers) joins that
@@ -371,6 +392,8 @@ class RouteConfig(_Model):
     resume: ResumeConfig | None = None
     """Keep each stream's events so a reconnecting client resumes without a second upstream
     request (ids become ``<stream key>-<n>``)."""
+    usage: UsageConfig | None = None
+    """Token counts to read from the lines, for the metrics and the access log."""
     streams: StreamsConfig | None = None
     """Streams as resources: ``POST {path}/streams`` answers ``201`` with a stream URL that
     ``GET`` reads (``EventSource``) and ``DELETE`` stops. Needs ``resume``."""
@@ -445,6 +468,10 @@ class RouteConfig(_Model):
             if name not in available:
                 raise ValueError(f"upstream uses {{{name}}}, which the path does not define")
         return self
+
+    def usage_tally(self) -> UsageTally | None:
+        """A fresh tally of a stream's token counts, for a route with ``usage``."""
+        return None if self.usage is None else UsageTally(self.usage.pointers)
 
     @functools.cached_property
     def secrets(self) -> frozenset[str]:

@@ -22,12 +22,15 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from proxy.errors import StreamError
 from proxy.streams import StopReason, StopSignal
 
 from .store import ReplayBatch, ReplayStore
+
+if TYPE_CHECKING:
+    from proxy.usage import UsageTally
 
 __all__ = ["CANCELLED", "READ_WAIT", "StreamHub", "Tail"]
 
@@ -141,8 +144,16 @@ class Tail:
 class StreamHub:
     """A resumable route's streams in this process."""
 
-    def __init__(self, store: ReplayStore, window: int, linger: float) -> None:
+    def __init__(
+        self,
+        store: ReplayStore,
+        window: int,
+        linger: float,
+        count_tokens: Callable[[UsageTally], None] | None = None,
+    ) -> None:
         self.store = store
+        self.count_tokens = count_tokens
+        """Where a producer's token counts go at its end (the route's metrics)."""
         self._window = window
         self._linger = linger
         self._tails: dict[str, Tail] = {}

@@ -90,6 +90,9 @@ class Producer:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
             self._hub.remove_producer(key)
+            usage = self._source.usage
+            if usage is not None and self._hub.count_tokens is not None:
+                self._hub.count_tokens(usage)
             await store.release_producer(key)
             if self._fingerprint is not None:
                 await store.release_claim(self._fingerprint, key)

@@ -57,6 +57,7 @@ class ReplaySource:
     __slots__ = ("_after", "_converter", "_finished", "_key", "_tail", "events")
 
     headers = SSE_HEADERS
+    usage = None  # counted where the upstream is read: by the producer
 
     def __init__(self, tail: Tail, after: int, converter: StreamConverter) -> None:
         self._tail = tail

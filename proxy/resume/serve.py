@@ -143,8 +143,9 @@ async def _fail_joiners(ctx: StreamContext, key: str, fingerprint: str, exc: Bas
 def _store_converter(ctx: StreamContext) -> StreamConverter:
     # The readers stamp the ids (<key>-<n>) and write the retry line, so the stored events have
     # neither.
-    rules = dataclasses.replace(ctx.route.events.rules, id="none", retry=None)
-    return StreamConverter(rules, secrets=ctx.route.secrets)
+    route = ctx.route
+    rules = dataclasses.replace(route.events.rules, id="none", retry=None)
+    return StreamConverter(rules, secrets=route.secrets, usage=route.usage_tally())
 
 
 def _hub(ctx: StreamContext) -> StreamHub:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import ROOT
+from tests.support.sse import parse_events
 from tests.support.upstreams import ndjson_handler
 
 LINES = [b'{"n": 1}\n', b'{"n": 2}\n', b"not json\n"]
@@ -102,3 +106,93 @@ async def test_metrics_can_be_turned_off_and_are_not_in_the_access_log(
         async with http.get(f"{on}/metrics") as response:
             assert response.status == 200
     assert [r for r in caplog.records if r.name == "proxy.access"] == []
+
+
+# -- LLM figures: time to first token, inter-token gaps, tokens ------------------------------------
+
+OLLAMA_LINES = [
+    b'{"message": {"content": "Why "}, "done": false}\n',
+    b'{"message": {"content": "hello "}, "done": false}\n',
+    b'{"message": {"content": "there"}, "done": false}\n',
+    b'{"message": {"content": ""}, "done": true, "prompt_eval_count": 26, "eval_count": 3}\n',
+]
+USAGE = {"prompt_tokens": "/prompt_eval_count", "completion_tokens": "/eval_count"}
+
+
+def llm_route(upstream: str, **extra) -> dict:
+    return {
+        "path": "/chat",
+        "upstream": upstream + "/chat",
+        "events": {"data": "/message/content", "complete_when": "/done"},
+        "usage": USAGE,
+        **extra,
+    }
+
+
+async def test_tokens_and_gaps_are_metrics_per_route_and_fields_of_the_access_log(
+    start_upstream, start_gateway, http, caplog
+):
+    upstream = await start_upstream({"/chat": ndjson_handler(OLLAMA_LINES, pause=0.06)})
+    gateway = await start_gateway([llm_route(upstream)])
+    with caplog.at_level("INFO", logger="proxy.access"):
+        for _ in range(2):
+            async with http.post(f"{gateway}/chat", json={}) as response:
+                await response.read()
+        await asyncio.sleep(0.05)
+    metrics = await scrape(http, gateway)
+    chat = ("route", "/chat")
+    assert metrics[("proxy_tokens_total", (("kind", "prompt"), chat))] == 52
+    assert metrics[("proxy_tokens_total", (("kind", "completion"), chat))] == 6
+    # Four token events 60 ms apart per stream, then the end: about four gaps per stream, each in
+    # the buckets above 50 ms.
+    gaps = metrics[("proxy_event_gap_seconds_count", (chat,))]
+    assert 6 <= gaps <= 8
+    assert metrics[("proxy_event_gap_seconds_bucket", (("le", "0.025"), chat))] <= 2
+    assert metrics[("proxy_event_gap_seconds_bucket", (("le", "+Inf"), chat))] == gaps
+    assert 0.05 * gaps < metrics[("proxy_event_gap_seconds_sum", (chat,))] < 0.5 * gaps
+    (record, _) = [r.stream for r in caplog.records if getattr(r, "stream", None)]
+    assert (record.prompt_tokens, record.completion_tokens) == (26, 3)
+    assert record.gap_p50_ms in (100.0, 250.0)  # 60 ms gaps, give or take the timers
+    assert record.gap_max_ms >= 55
+    assert record.first_event_ms is not None
+
+
+async def test_a_resumable_streams_tokens_are_counted_once_by_its_producer(
+    start_upstream, start_gateway, http
+):
+    upstream = await start_upstream({"/chat": ndjson_handler(OLLAMA_LINES, pause=0.02)})
+    route = llm_route(upstream, resume={"linger": 5})
+    gateway = await start_gateway([route])
+    async with http.post(f"{gateway}/chat", json={}) as response:
+        first = parse_events(await response.read())
+    # A reconnect reads the kept events: no second upstream request, no second count.
+    async with http.get(f"{gateway}/chat", headers={"Last-Event-ID": first[0].id}) as response:
+        assert len(parse_events(await response.read())) == len(first) - 1
+    await asyncio.sleep(0.1)
+    metrics = await scrape(http, gateway)
+    assert metrics[("proxy_tokens_total", (("kind", "completion"), ("route", "/chat")))] == 3
+
+
+async def test_every_metric_the_grafana_dashboard_queries_is_served(
+    start_upstream, start_gateway, http
+):
+    dashboard = json.loads((ROOT / "examples" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bproxy_[a-z_]+", target["expr"])
+    }
+    assert {"proxy_time_to_first_event_seconds_bucket", "proxy_event_gap_seconds_bucket"} <= queried
+    # One whole answer, and one cut short of its "done" line (an error, for the error panel).
+    upstream = await start_upstream(
+        {"/chat": ndjson_handler(OLLAMA_LINES, pause=0.01), "/cut": ndjson_handler(LINES[:1])}
+    )
+    cut = {**llm_route(upstream), "path": "/cut", "upstream": upstream + "/cut"}
+    gateway = await start_gateway([llm_route(upstream), cut])
+    for path in ("/chat", "/cut"):
+        async with http.post(f"{gateway}{path}", json={}) as response:
+            await response.read()
+    await asyncio.sleep(0.05)
+    served = {name for name, _ in await scrape(http, gateway)}
+    assert queried - served == set()

@@ -27,6 +27,7 @@ class ScriptedSource:
         self.closed = False
         self.wake = asyncio.Event()
         self.silent_until: float | None = None
+        self.usage = None
 
     @property
     def ended(self) -> bool:
@@ -197,3 +198,17 @@ async def test_the_first_output_is_noted_even_when_it_is_also_the_last():
     ended, _ = await run(ScriptedSource(b"a\n\nend\n\n", last_is_end=True), record=record)
     assert ended == "eof"
     assert record.first_event_ms is not None
+
+
+async def test_the_record_keeps_the_gaps_between_writes_with_events_and_not_heartbeats():
+    # Outputs 0.1 s and 0.3 s apart, with heartbeats in the silence between them.
+    record = StreamRecord("GET", "/x")
+    source = ScriptedSource(b"a\n\n", 0.1, b"b\n\n", 0.3, b"c\n\n")
+    ended, _ = await run(source, limits=RelayLimits(heartbeat=0.05), record=record)
+    assert ended == "eof"
+    record.note_gaps()
+    assert record.timeline.gaps == 2
+    assert 0.38 < record.timeline.total < 0.6
+    assert record.gap_p50_ms in (100.0, 250.0)  # 0.1 s: the bucket up to 0.1 s, or the next
+    assert record.gap_p99_ms == 500.0  # 0.3 s in the one up to 0.5 s
+    assert 290 < record.gap_max_ms < 450
