@@ -16,9 +16,12 @@ RUN uv sync --locked --no-dev --no-install-project
 COPY proxy ./proxy
 COPY config.yaml ./
 RUN uv sync --locked --no-dev \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+    && groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid gateway --no-create-home --shell /usr/sbin/nologin gateway
 
-USER gateway
+# Numeric, so a runtime can tell it is not root without the image's /etc/passwd
+# (Kubernetes' runAsNonRoot refuses a named USER it cannot resolve).
+USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]

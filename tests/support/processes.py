@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
 
 from tests.support import ROOT
 
@@ -127,21 +129,34 @@ class GatewayProcess:
             self._more.set()
 
 
-async def start_gateway_process(*args: str, tty: bool = False) -> GatewayProcess:
+async def start_gateway_process(
+    *args: str,
+    tty: bool = False,
+    python: str = sys.executable,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    user: tuple[int, int] | None = None,
+) -> GatewayProcess:
     """``python -m proxy *args`` from the repository root, once it says where it listens (its
-    stdout a pseudo-terminal with ``tty``). The caller stops it, in a ``finally``."""
+    stdout a pseudo-terminal with ``tty``). The caller stops it, in a ``finally``.
+
+    The image's test runs it as the container would: another ``python`` and ``cwd``, only the
+    image's ``env``, and as ``user`` (uid, gid; no supplementary groups), which needs root."""
     master = slave = None
     if tty:
         master, slave = pty.openpty()
+    as_user = {} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        python,
         "-m",
         "proxy",
         *args,
-        cwd=ROOT,
+        cwd=cwd,
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=slave if slave is not None else asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **as_user,
     )
     if slave is not None:
         os.close(slave)  # the child holds its own copy
@@ -156,10 +171,13 @@ async def start_gateway_process(*args: str, tty: bool = False) -> GatewayProcess
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(*args: str, tty: bool = False) -> AsyncIterator[GatewayProcess]:
-    """``async with running_gateway(...) as gateway``: started, and stopped on the way out, where
-    a body that raised nothing also checks that the gateway exited cleanly."""
-    gateway = await start_gateway_process(*args, tty=tty)
+async def running_gateway(
+    *args: str, tty: bool = False, **launch: Any
+) -> AsyncIterator[GatewayProcess]:
+    """``async with running_gateway(...) as gateway``: started (``launch``: the keywords of
+    :func:`start_gateway_process`), and stopped on the way out, where a body that raised nothing
+    also checks that the gateway exited cleanly."""
+    gateway = await start_gateway_process(*args, tty=tty, **launch)
     try:
         yield gateway
     except BaseException:
