@@ -4,8 +4,11 @@ stream live, each raw upstream line beside the event it became.
 Plain files served by the gateway (no build step, no CDN). GET opens a native ``EventSource``, so
 DevTools' EventStream tab shows the stream; POST reads it with ``fetch``. Both ask the real route
 with the tap parameter (:mod:`proxy.console.tap`), which only a gateway with the console on
-honours. ``/_console/routes`` describes the routes without anything secret: no header values and
-no credentials or query in upstream URLs.
+honours. On a route with ``streams``, POST creates a stream (``{path}/streams``) and reads its URL
+with ``EventSource`` (``fetch`` if ``event_from`` names the events) instead: untapped, as a stream
+keeps the route's events, not the raw lines.
+``/_console/routes`` describes the routes without anything secret: no header values and no
+credentials or query in upstream URLs.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def _describe(route: RouteConfig) -> dict[str, Any]:
         "upstream_method": route.upstream_method,
         "query_param": route.body.query_param,
         "body_defaults": route.body.defaults,
+        "streams": route.streams is not None,
         "injected_headers": sorted(route.headers),  # names only: the values are often secrets
         "events": {
             "event": events.event,

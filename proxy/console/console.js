@@ -2,7 +2,9 @@
 // request for one, opens it (EventSource for GET so DevTools shows it, fetch for POST) with the
 // tap parameter, and fills a table as events arrive. An "upstream-line" tap event comes just
 // before the events its line became and names them, so a native EventSource can listen for
-// names it could not know in advance (event_from).
+// names it could not know in advance (event_from). A POST on a route with streams creates a
+// stream instead (POST {path}/streams) and reads its URL with EventSource: the stream keeps the
+// route's events, not the upstream lines, so such a run has no tap.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -70,7 +72,7 @@ function selectRoute(index) {
     radio.name = "method";
     radio.value = method;
     radio.checked = i === 0;
-    label.append(radio, ` ${method} ${method === "GET" ? "(EventSource)" : "(fetch)"}`);
+    label.append(radio, ` ${method} ${methodHow(route, method)}`);
     methods.append(label);
   });
   const defaults = Object.keys(route.body_defaults).length
@@ -80,13 +82,22 @@ function selectRoute(index) {
   $("body").value = localStorage.getItem(`console-body:${route.path}`) || "{}";
 }
 
-function requestUrl(route, body, method) {
-  const path = route.path.replace(/\{([A-Za-z_]\w*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}/g, (_, name, regex) => {
+function methodHow(route, method) {
+  if (method === "GET") return "(EventSource)";
+  return route.streams ? "(creates a stream, then reads its URL; no upstream lines)" : "(fetch)";
+}
+
+function routePath(route) {
+  return route.path.replace(/\{([A-Za-z_]\w*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}/g, (_, name, regex) => {
     const value = document.querySelector(`[data-variable="${name}"]`).value;
     // A variable whose pattern spans segments ({tail:.*}) keeps its slashes.
     const spans = regex !== undefined && new RegExp(`^(?:${regex})$`).test("a/b");
     return spans ? value.split("/").map(encodeURIComponent).join("/") : encodeURIComponent(value);
   });
+}
+
+function requestUrl(route, body, method) {
+  const path = routePath(route);
   const query = new URLSearchParams();
   if (method === "GET" && Object.keys(body).length) {
     if (route.query_param) {
@@ -205,6 +216,10 @@ class Run {
 class EventSourceRun extends Run {
   constructor(route, url) {
     super(route);
+    if (url) this.open(url);
+  }
+
+  open(url) {
     const source = new EventSource(url);
     this.source = source;
     const listening = new Set(["message"]);
@@ -218,7 +233,7 @@ class EventSourceRun extends Run {
     source.onopen = () => { $("state").textContent = "open (EventSource)"; };
     source.onmessage = (e) => this.event("message", e.lastEventId, e.data);
     source.addEventListener(state.info.tap_event, (e) => this.tap(e.data).forEach(listen));
-    [route.events.end_event, route.events.error_event].filter(Boolean).forEach(listen);
+    [this.route.events.end_event, this.route.events.error_event].filter(Boolean).forEach(listen);
     // EventSource's own "error" (no data): the connection failed or dropped. It would reconnect
     // and ask the upstream again; a console closes instead and says so.
     source.addEventListener("error", (e) => {
@@ -230,7 +245,98 @@ class EventSourceRun extends Run {
     });
   }
 
-  close() { this.source.close(); }
+  stop() { this.finish("stopped by you", false); }
+
+  close() { if (this.source) this.source.close(); }
+}
+
+// A route with streams: POST {path}/streams answers 201 with the stream's URL, which an
+// EventSource reads (DevTools shows it); Stop sends DELETE there, which stops the upstream
+// request, and the stream's last event, an error with code "cancelled", ends the run. With
+// event_from, fetch reads the URL instead: without the tap nothing announces an event's name
+// before it comes, and an EventSource dispatches only the names it listens for.
+class StreamUrlRun extends EventSourceRun {
+  constructor(route, collection, body) {
+    super(route, null);
+    this.url = null;
+    this.over = false; // the stream itself ended (its end or error event came)
+    $("state").textContent = "creating the stream";
+    this.create(collection, body).catch((error) => this.finish(`fetch failed: ${error.message}`, false));
+  }
+
+  async create(collection, body) {
+    const response = await fetch(collection, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (response.status !== 201) {
+      this.finish(await httpFailure(response), false);
+      return;
+    }
+    const { url } = await response.json();
+    this.url = url;
+    if (this.ended) {
+      this.delete(); // stopped while the POST was on its way
+      return;
+    }
+    $("url").textContent = `POST ${collection} → 201 ${url}`;
+    this.open(url);
+  }
+
+  open(url) {
+    if (!this.route.events.event_from) return super.open(url);
+    this.abort = new AbortController();
+    fetch(url, { headers: { Accept: "text/event-stream" }, signal: this.abort.signal })
+      .then(async (response) => {
+        if (!response.ok) return this.finish(await httpFailure(response), false);
+        $("state").textContent = "open (fetch, for event_from's names)";
+        await readEventStream(response, this);
+        this.finish("connection closed before the end event", false);
+      })
+      .catch((error) => {
+        if (error.name !== "AbortError") this.finish(`fetch failed: ${error.message}`, false);
+      });
+  }
+
+  event(name, id, data) {
+    if (name === this.route.events.end_event || name === this.route.events.error_event) this.over = true;
+    super.event(name, id, data);
+  }
+
+  stop() {
+    if (!this.url || this.over) return super.stop();
+    $("state").textContent = "stopping (DELETE)";
+    $("stop").disabled = true;
+    this.delete().then((status) => { if (status !== 204) super.stop(); });
+  }
+
+  async delete() {
+    const url = this.url;
+    this.url = null;
+    if (!url) return 0;
+    try {
+      return (await fetch(url, { method: "DELETE" })).status;
+    } catch (_) {
+      return 0;
+    }
+  }
+
+  close() {
+    super.close();
+    if (this.abort) this.abort.abort();
+    // Left for another stream or route: the upstream request stops now, not after the linger.
+    if (!this.over) this.delete();
+  }
+}
+
+async function httpFailure(response) {
+  let reason = `HTTP ${response.status}`;
+  try {
+    const { error } = await response.json();
+    reason += ` ${error.code}: ${error.message}`;
+  } catch (_) { /* not our JSON error */ }
+  return reason;
 }
 
 class FetchRun extends Run {
@@ -250,29 +356,31 @@ class FetchRun extends Run {
       signal: this.abort.signal,
     });
     if (!response.ok) {
-      let reason = `HTTP ${response.status}`;
-      try {
-        const { error } = await response.json();
-        reason += ` ${error.code}: ${error.message}`;
-      } catch (_) { /* not our JSON error */ }
-      this.finish(reason, false);
+      this.finish(await httpFailure(response), false);
       return;
     }
     $("state").textContent = "open (fetch)";
-    const parser = new SSEParser((name, id, data) => {
-      if (name === state.info.tap_event) this.tap(data);
-      else this.event(name, id, data);
-    });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      parser.feed(value);
-    }
+    await readEventStream(response, this);
     this.finish("connection closed before the end event", false);
   }
 
+  stop() { this.finish("stopped by you", false); }
+
   close() { this.abort.abort(); }
+}
+
+// An event-stream response read to its end, each event handed to `run`.
+async function readEventStream(response, run) {
+  const parser = new SSEParser((name, id, data) => {
+    if (name === state.info.tap_event) run.tap(data);
+    else run.event(name, id, data);
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parser.feed(value);
+  }
 }
 
 // The event-stream parsing rules (WHATWG HTML 9.2.6), for fetch: CR, LF or CRLF end a line,
@@ -339,15 +447,18 @@ $("form").addEventListener("submit", (event) => {
   localStorage.setItem(`console-body:${state.route.path}`, $("body").value);
   stopStream("stopped: a new stream was started");
   const method = document.querySelector("input[name=method]:checked").value;
-  const url = requestUrl(state.route, body, method);
+  const creates = method === "POST" && state.route.streams;
+  const url = creates ? `${routePath(state.route)}/streams` : requestUrl(state.route, body, method);
   $("url").textContent = `${method} ${url}`;
   $("start").disabled = true;
   $("stop").disabled = false;
-  state.stream = method === "GET"
-    ? new EventSourceRun(state.route, url)
-    : new FetchRun(state.route, url, body);
+  if (creates) state.stream = new StreamUrlRun(state.route, url, body);
+  else if (method === "GET") state.stream = new EventSourceRun(state.route, url);
+  else state.stream = new FetchRun(state.route, url, body);
 });
 
-$("stop").addEventListener("click", () => stopStream("stopped by you"));
+$("stop").addEventListener("click", () => {
+  if (state.stream && !state.stream.ended) state.stream.stop();
+});
 
 loadRoutes();

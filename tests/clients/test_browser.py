@@ -399,6 +399,8 @@ async def test_demo_page_streams_the_whole_answer_and_says_done(browser, start_g
                 "upstream": "/demo/api/chat",
                 "body": {"defaults": {"model": "demo", "stream": True}},
                 "events": {"data": "/message/content"},
+                "resume": {},
+                "streams": {},
             }
         ],
         server={"demo": True},
@@ -424,22 +426,30 @@ async def test_demo_page_closes_on_the_gateways_error_event_instead_of_restartin
     browser, start_upstream, start_gateway
 ):
     requests: list[Seen] = []
-    upstream = await start_upstream({"/chat": recorded(line_then_drop, requests)})
+    # The line is read before the drop: a resumable stream's producer starts reading after the
+    # upstream's head, and aiohttp hands out no buffered bytes once it knows of the close.
+    line_pause_then_drop = ndjson_handler([b'{"n": 1}\n'], pause=0.3, end="close")
+    upstream = await start_upstream({"/chat": recorded(line_pause_then_drop, requests)})
     gateway = await start_gateway(
         [
             {
                 "path": "/broken",
                 "upstream": upstream + "/chat",
                 "events": {"data": "/n", "retry": 200},
+                "resume": {},
+                "streams": {},
             }
         ],
         server={"demo": True},
     )
     page = await browser.new_page()
     page.set_default_timeout(15_000)
+    reads: list[str] = []  # what the browser asked of the stream URL (a reconnect is a GET)
+    page.on("request", lambda r: reads.append(r.method) if "/broken/streams/" in r.url else None)
     await page.goto(f"{gateway}/?route=/broken")
     await page.wait_for_selector("body[data-state=error]")
     assert (await page.text_content("#status")).startswith("error upstream_closed: ")
     await asyncio.sleep(1.0)  # five times the retry delay: a reconnect would have come by now
+    assert reads == ["GET"]
     assert len(requests) == 1
     assert await page.text_content("#answer") == "1"

@@ -17,6 +17,7 @@ from aiohttp import web
 from tests.support import ROOT
 from tests.support.sse import parse_events
 from tests.support.upstreams import Seen, ndjson_handler, recorded
+from tests.support.waiting import eventually
 
 DEV = {"mode": "dev"}
 NOT_ENDED = "\u2013"  # the console's placeholder for "no end reason yet"
@@ -244,3 +245,116 @@ async def test_the_route_list_shows_no_secrets(start_gateway, http):
     assert route["upstream"] == "https://llm.internal:8443/v1/chat"
     assert route["injected_headers"] == ["Authorization"]
     assert route["body_defaults"] == {"model": "llama3.2"}
+
+
+# -- a route with streams: POST creates a stream and reads its URL ---------------------------------
+
+COUNTED = [b'{"n": %d}\n' % n for n in range(1, 6)]
+
+
+def streams_route(upstream: str, **events: Any) -> dict[str, Any]:
+    return {
+        "path": "/chat",
+        "upstream": upstream + "/chat",
+        "events": {"data": "/n", **events},
+        "resume": {},
+        "streams": {},
+    }
+
+
+async def test_on_a_route_with_streams_post_creates_a_stream_and_an_eventsource_reads_its_url(
+    browser, start_upstream, start_gateway
+):
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(COUNTED, pause=0.05), seen)})
+    gateway = await start_gateway([streams_route(upstream)], server=DEV)
+    page = await open_console(browser, gateway, "/chat")
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    requests: list[dict[str, Any]] = []
+
+    def on_request(params: dict[str, Any]) -> None:
+        requests.append(params)
+
+    cdp.on("Network.requestWillBeSent", on_request)
+
+    await page.check("input[name=method][value=POST]")
+    await page.fill("#body", '{"messages": [{"content": "数到五"}]}')
+    await page.click("#start")
+    assert await wait_ended(page) == "end"
+
+    rows = await table(page)
+    # No tap on a stream: the upstream column says so for every row.
+    assert [(row[2], row[3], row[5]) for row in rows] == [
+        *[("—", "message", str(n)) for n in range(1, 6)],
+        ("—", "end", ""),
+    ]
+    stream_url = re.fullmatch(
+        r"POST /chat/streams → 201 (/chat/streams/[\w-]+)", await page.text_content("#url")
+    )
+    assert stream_url is not None
+    key = stream_url[1].rsplit("/", 1)[1]
+    assert [row[4] for row in rows] == [f"{key}-{n}" for n in range(1, 7)]
+    (source,) = [r for r in requests if r.get("type") == "EventSource"]
+    assert source["request"]["url"] == gateway + stream_url[1]
+    assert [request.body for request in seen] == [{"messages": [{"content": "数到五"}]}]
+    assert "_proxy_tap" not in seen[0].raw_query
+    assert page.errors == []
+
+
+async def test_stop_on_a_stream_deletes_it_the_upstream_request_closes_and_cancelled_is_shown(
+    browser, start_upstream, start_gateway
+):
+    seen: list[Seen] = []
+    slow = ndjson_handler([b'{"n": %d}\n' % n for n in range(1, 100)], pause=0.1)
+    upstream = await start_upstream({"/chat": recorded(slow, seen)})
+    gateway = await start_gateway([streams_route(upstream)], server=DEV)
+    page = await open_console(browser, gateway, "/chat")
+    await page.check("input[name=method][value=POST]")
+    await page.click("#start")
+    await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 3")
+    deletes: list[int] = []
+    page.on(
+        "response", lambda r: deletes.append(r.status) if r.request.method == "DELETE" else None
+    )
+    stopped = time.monotonic()
+    await page.click("#stop")
+    reason = await wait_ended(page)
+    await eventually(lambda: seen[0].closed, "the upstream request is closed", within=3)
+    assert time.monotonic() - stopped < 3
+    assert reason.startswith("error cancelled: ")
+    rows = await table(page)
+    assert rows[-1][3] == "error"
+    assert 3 <= len(rows) < 30
+    assert deletes == [204]
+    assert len(seen) == 1
+    assert page.errors == []
+
+
+async def test_on_a_route_with_streams_and_event_from_post_shows_every_named_event(
+    browser, start_upstream, start_gateway
+):
+    upstream = await start_upstream({"/watch": ndjson_handler(TYPED)})
+    route = {**WATCH_ROUTE, "upstream": upstream + "/watch", "resume": {}, "streams": {}}
+    route["events"] = {"event_from": "/type", "complete_when": "/done"}  # resume: sequence ids
+    gateway = await start_gateway([route], server=DEV)
+    page = await open_console(browser, gateway, "/watch")
+    await page.check("input[name=method][value=POST]")
+    await page.click("#start")
+    assert await wait_ended(page) == "end"
+    assert [row[3] for row in await table(page)] == [
+        "ADDED",
+        "MODIFIED",
+        "DELETED",
+        "BOOKMARK",
+        "end",
+    ]
+    assert page.errors == []
+
+
+async def test_the_route_list_says_which_routes_have_streams(start_gateway, http):
+    plain = {"path": "/plain", "upstream": "http://127.0.0.1:9/chat"}
+    gateway = await start_gateway([plain, streams_route("http://127.0.0.1:9")], server=DEV)
+    async with http.get(f"{gateway}/_console/routes") as response:
+        routes = (await response.json())["routes"]
+    assert [(r["path"], r["streams"]) for r in routes] == [("/plain", False), ("/chat", True)]
