@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
 import orjson
+import psutil
 
 from .procs import Child, Client
 
@@ -139,6 +140,12 @@ def _quantiles(histogram: dict[int, int], bin_ns: int) -> dict[str, float]:
     return out
 
 
+def _busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores), to tell what others took."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
 def _split(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
@@ -223,9 +230,9 @@ class Fanout:
             for client in self.clients:
                 client.send(window, s.window_s + s.catch_up_s + 30)
             _sleep_until_ns(t0)
-            g0, u0 = gateway.cpu_s(), self.upstream.cpu_s()
+            g0, u0, b0 = gateway.cpu_s(), self.upstream.cpu_s(), _busy_s()
             _sleep_until_ns(t1)
-            g1, u1 = gateway.cpu_s(), self.upstream.cpu_s()
+            g1, u1, b1 = gateway.cpu_s(), self.upstream.cpu_s(), _busy_s()
             results = [client.receive() for client in self.clients]
             stats1 = _upstream_stats(self.upstream)
         finally:
@@ -266,6 +273,10 @@ class Fanout:
             "rss_per_reader_kb": (rss1 - rss0) / max(n_open, 1) / 1e3,
             "client_processes": len(self.clients),
             "client_cpu_pct_each": client_cpu,
+            # The machine's busy CPU in the window less the gateway's, the upstream's and the
+            # readers': other processes on this host, which the gateway shared its cores with.
+            "other_cpu_pct": 100 * (b1 - b0 - (g1 - g0) - (u1 - u0)) / s.window_s - sum(client_cpu),
+            "loadavg_1m": psutil.getloadavg()[0],
         }
         out["complete"] = n_open == n and not out["readers_behind"] and not out["readers_lost"]
         self.log(
@@ -340,6 +351,7 @@ def fanout_tables(fig: dict[str, Any]) -> str:
         "RSS KB / reader",
         "upstream CPU %",
         "client CPU % (each process)",
+        "other CPU %",
         "open s",
         "behind / lost",
     ]
@@ -361,6 +373,7 @@ def fanout_tables(fig: dict[str, Any]) -> str:
                 _f(c["rss_per_reader_kb"], 1),
                 _f(c["upstream_cpu_pct"], 0),
                 " / ".join(f"{p:.0f}" for p in c["client_cpu_pct_each"]),
+                _f(c.get("other_cpu_pct"), 0),
                 _f(c["open_s"], 1),
                 f"{c['readers_behind']} / {c['readers_lost']}",
             ]
@@ -368,7 +381,8 @@ def fanout_tables(fig: dict[str, Any]) -> str:
     parts = [
         f"7. Fan-out: one gateway process, one upstream stream at {s['rate']:g} ev/s, N readers "
         f"(the same request each) over {s['clients']} reader processes; a {s['window_s']:g} s "
-        "window after all are connected; latency = arrival - upstream emit (same clock)",
+        "window after all are connected; latency = arrival - upstream emit (same clock); "
+        "other CPU: the rest of the host in the window (of 200 %)",
         _md(header, rows),
     ]
     if ratios := _ratios(cases):

@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     default = procs.ROOT / "bench" / "results"
+    if args.only:  # never over the full run's files
+        default = default / args.only
     args.out = (args.out or (default / "quick" if args.quick else default)).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
