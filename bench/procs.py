@@ -145,24 +145,33 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 class Client(Child):
-    """The load client (bench/client.py): one JSON job in, one JSON result out."""
+    """A load client (bench/client.py, or the fan-out readers of bench/fanout_client.py): one
+    JSON job in, one JSON result out. ``send`` and ``receive`` apart let several clients work
+    on their jobs at once."""
 
-    def __init__(self, logdir: Path) -> None:
-        super().__init__("client", [sys.executable, "-m", "bench.client"], logdir, stdin=True)
+    def __init__(self, logdir: Path, module: str = "bench.client", name: str = "client") -> None:
+        super().__init__(name, [sys.executable, "-m", module], logdir, stdin=True)
+        self._timeout = 0.0
 
     def wait_ready(self) -> None:
         assert self.reader is not None
-        if (line := self.reader.readline(20, "client")) != "client: ready":
-            raise ChildError(f"client: unexpected first line {line!r}")
+        if (line := self.reader.readline(20, self.name)) != "client: ready":
+            raise ChildError(f"{self.name}: unexpected first line {line!r}")
+
+    def send(self, job: dict[str, Any], timeout: float) -> None:
+        assert self.proc.stdin is not None
+        self._timeout = timeout
+        self.proc.stdin.write(orjson.dumps({**job, "timeout": timeout}) + b"\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        assert self.reader is not None
+        result: dict[str, Any] = orjson.loads(self.reader.readline(self._timeout + 30, self.name))
+        return result
 
     def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.reader is not None
-        job = {**job, "timeout": timeout}
-        self.proc.stdin.write(orjson.dumps(job) + b"\n")
-        self.proc.stdin.flush()
-        result: dict[str, Any] = orjson.loads(self.reader.readline(timeout + 30, "client"))
-        return result
+        self.send(job, timeout)
+        return self.receive()
 
 
 def free_port() -> int:

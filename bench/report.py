@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from .fanout import fanout_tables
+
 __all__ = ["tables", "write_json", "write_plot"]
 
 Row = list[str]
@@ -160,6 +162,8 @@ def _idle(idle: dict[str, Any]) -> str:
 
 
 def tables(res: dict[str, Any]) -> str:
+    if "one_stream" not in res["figures"]:  # --only fanout
+        return fanout_tables(res["figures"]["fanout"])
     s, sizes, figs = res["settings"], res["line_bytes"], res["figures"]
     one = ", ".join(f"{s[f'{k}_count']:,} {k} lines of {sizes[k]:,} B" for k in figs["one_stream"])
     conc = ", ".join(f"{n:,} x {c:,}" for n, c in s["concurrent"])
@@ -187,6 +191,8 @@ def tables(res: dict[str, Any]) -> str:
             for route, p in res["profile"].items()
         )
         parts.append(f"Profiles (gateway under cProfile, figure 1 small lines): {under}")
+    if "fanout" in figs:
+        parts.append(fanout_tables(figs["fanout"]))
     return "\n\n".join(parts)
 
 

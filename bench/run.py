@@ -24,6 +24,7 @@ import aiohttp
 import psutil
 
 from . import procs
+from .fanout import FANOUT_FULL, FANOUT_QUICK, fanout
 from .figures import FULL, QUICK, Bench, Party, Settings
 from .procs import Child, Client
 from .report import tables, write_json, write_plot
@@ -87,9 +88,12 @@ class Run:
         upstream_port: int,
         profile_to: Path | None = None,
         extra: Sequence[str] = (),
+        config: Path | None = None,
     ) -> Child:
-        config = self.tmp / f"{name}.yaml"
-        procs.gateway_config(config, upstream_port, self.settings.idle_heartbeat)
+        """A gateway process; its config is the bench's usual routes unless ``config`` is given."""
+        if config is None:
+            config = self.tmp / f"{name}.yaml"
+            procs.gateway_config(config, upstream_port, self.settings.idle_heartbeat)
         prefix = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [sys.executable, *prefix, "-m", "proxy", "--config", str(config)]
         # Only the listening line is read from the child's stdout pipe: a line per stream there
@@ -205,12 +209,42 @@ def _incomplete(figs: dict[str, Any]) -> list[str]:
     """Every measurement whose events (or latency samples) are not all there."""
     found = []
     for group in ("one_stream", "concurrent"):
-        for name, by_party in figs[group].items():
+        for name, by_party in figs.get(group, {}).items():
             found += [f"{group} {name} {k}" for k, r in by_party.items() if not r["complete"]]
-    for k, r in figs["latency"].items():
+    for k, r in figs.get("latency", {}).items():
         if r["samples"] != r["expected_samples"]:
             found.append(f"latency {k}: {r['samples']} of {r['expected_samples']} samples")
+    for c in figs.get("fanout", {}).get("cases", []):
+        if not c["complete"]:
+            found.append(
+                f"fan-out {c['route']} {c['readers']}: {c['opened']} opened, "
+                f"{c['readers_behind']} behind, {c['readers_lost']} lost"
+            )
     return found
+
+
+def _header(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "command": " ".join(["uv run python -m bench", *sys.argv[1:]]),
+        "machine": machine(),
+    }
+
+
+def run_fanout_only(
+    args: argparse.Namespace, tmp: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``--only fanout``: the upstream, and figure 7's gateways and readers; nothing else."""
+    settings = QUICK if args.quick else FULL
+    nofile = raise_nofile()
+    run = Run(settings, tmp, log, args.loop)
+    try:
+        upstream = run.python("upstream", "bench.upstream")
+        settings_fan = FANOUT_QUICK if args.quick else FANOUT_FULL
+        profile_dir = args.out if args.profile else None
+        fan = fanout(run, upstream, settings_fan, log, profile_dir)
+        return {**_header(args), "nofile": nofile, "figures": {"fanout": fan}}
+    finally:
+        run.stop_all()
 
 
 def run_all(args: argparse.Namespace, tmp: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -259,9 +293,17 @@ def run_all(args: argparse.Namespace, tmp: Path, log: Callable[[str], None]) -> 
         )
         run.stop(idle_gateway)
         figs["workers"] = _workers(run, bench, upstream.port, log)
+        run.stop(client)  # figure 7 brings its own readers
+        figs["fanout"] = fanout(
+            run,
+            upstream,
+            FANOUT_QUICK if args.quick else FANOUT_FULL,
+            log,
+            args.out if args.profile else None,
+        )
         return {
-            "command": " ".join(["uv run python -m bench", *sys.argv[1:]]),
-            "machine": machine(),
+            **_header(args),
+            "nofile": nofile,
             "settings": vars(settings),
             "line_bytes": {k: len(make_line(k, 0)) for k in LINE_KINDS},
             "nginx": "skipped (--quick)" if args.quick else ("ran" if nginx else "not available"),
@@ -282,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts, no nginx (CI, ~15 s)")
     parser.add_argument("--out", type=Path, help="default: bench/results (quick: .../quick)")
     parser.add_argument(
-        "--profile", action="store_true", help="also run figure 1 against a cProfiled gateway"
+        "--profile",
+        action="store_true",
+        help="also run figure 1, and figure 7's goal case, against a cProfiled gateway",
     )
     parser.add_argument(
         "--loop",
@@ -290,8 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=["asyncio", "uvloop"],
         help="event loop of the gateway and the thin passthrough (both, for a fair ratio)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["fanout"],
+        help="run one figure alone (fanout: figure 7, one stream to thousands of readers)",
+    )
     args = parser.parse_args(argv)
     default = procs.ROOT / "bench" / "results"
+    if args.only:  # never over the full run's files
+        default = default / args.only
     args.out = (args.out or (default / "quick" if args.quick else default)).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -299,15 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     ok = False
     try:
-        results = run_all(args, tmp, lambda text: print(text, flush=True))
+        measure = run_fanout_only if args.only == "fanout" else run_all
+        results = measure(args, tmp, lambda text: print(text, flush=True))
         results["duration_s"] = round(time.monotonic() - started, 1)
         results["loop"] = args.loop
         report = tables(results)
         print("\n" + report + "\n")
         write_json(results, args.out / "results.json")
         (args.out / "results.md").write_text(report + "\n")
-        write_plot(results, args.out / "results.png")
-        print(f"bench: {results['duration_s']} s; wrote {args.out}/results.{{json,md,png}}")
+        if "one_stream" in results["figures"]:
+            write_plot(results, args.out / "results.png")
+        print(f"bench: {results['duration_s']} s; wrote {args.out}/results.*")
         ok = True
         if incomplete := _incomplete(results["figures"]):
             print("bench: events missing in: " + "; ".join(incomplete), file=sys.stderr)

@@ -12,6 +12,9 @@ them (the gateway turns its client's query into such a body, every value a strin
     gate, gate_n   send no line until gate_n streams carrying this gate id are open, so that a
              concurrent figure measures all of its streams running at once
 
+``GET /stats``: ``{"requests": <stream requests so far>, "open": <streams open now>}``, so that a
+figure can tell how many upstream requests a party made (the fan-out figure: one when shared).
+
 A paced line carries its emit time: its content is ``tok@<time.time_ns()>``, so a client can find
 it in NDJSON, in ``data: line`` events and in ``data: /message/content`` events alike.
 
@@ -116,8 +119,20 @@ def _params(query: Any, body: dict[str, Any]) -> dict[str, Any]:
 def create_app() -> web.Application:
     prebuilt = {kind: _Prebuilt(kind) for kind in LINE_KINDS}
     gates = _Gates()
+    counts = {"requests": 0, "open": 0}
 
     async def stream(request: web.Request) -> web.StreamResponse:
+        counts["requests"] += 1
+        counts["open"] += 1
+        try:
+            return await _stream(request)
+        finally:
+            counts["open"] -= 1
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(counts)
+
+    async def _stream(request: web.Request) -> web.StreamResponse:
         raw = await request.read() if request.can_read_body else b""
         body = orjson.loads(raw) if raw else {}
         p = _params(request.query, body if isinstance(body, dict) else {})
@@ -136,6 +151,7 @@ def create_app() -> web.Application:
 
     app = web.Application()
     app.router.add_route("*", "/stream", stream)
+    app.router.add_get("/stats", stats)
     return app
 
 
