@@ -66,6 +66,8 @@ class UpstreamReader:
                     return None
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._alarm.disarm()
+            if buffered := _still_buffered(content):
+                return buffered  # the next read raises the failure again, with nothing left
             raise self._failure(exc) from exc
         except RuntimeError as exc:
             self._alarm.disarm()
@@ -106,6 +108,16 @@ class UpstreamReader:
         return StreamError(
             f"the upstream failed mid-stream: {exc or type(exc).__name__}", code="upstream_error"
         )
+
+
+def _still_buffered(content: aiohttp.StreamReader) -> bytes:
+    """What the upstream sent before it failed and no read has taken yet. aiohttp's reads raise a
+    stored failure before they look at the buffer, so a line that arrived together with the
+    break (or before a reader that started late, such as a resumable stream's producer) would be
+    lost; its private ``_read_nowait`` is the one way to take it (pinned by a test)."""
+    if not content._buffer:
+        return b""
+    return content._read_nowait(-1)
 
 
 class _Rang(Exception):

@@ -251,6 +251,25 @@ async def test_fault_after_the_head_gives_the_complete_events_then_one_error_eve
         await assert_back_to(baseline, upstream.port, port_of(gateway))
 
 
+@pytest.mark.parametrize("resume", [None, {"linger": 5}], ids=["plain", "resumable"])
+async def test_lines_buffered_before_the_upstream_breaks_are_sent_before_the_error(
+    start_gateway, client, resume
+):
+    # The whole answer (head, a line, a chunk cut short) and the close arrive together: by the
+    # time the gateway reads the body, aiohttp already holds both the line and the failure, and
+    # its reads raise the failure before handing out what is buffered. A resumable route's
+    # producer starts reading only after the head has been handled, so it met this every time.
+    script = [Send(head().data + b"9\r\n" + LINE_1 + b"\r\n5\r\n{\"a\""), Close()]
+    async with FaultUpstream(script) as upstream:
+        route: dict[str, Any] = {"events": {"data": "line"}}
+        if resume is not None:
+            route["resume"] = resume
+        gateway = await gateway_for(start_gateway, upstream.url("/chat"), **route)
+        answer = await fetch(client, f"{gateway}/chat")
+    assert answer.status == 200
+    assert answer.events == [("message", '{"a": 1}'), ("error", "upstream_closed")]
+
+
 async def test_a_body_delimited_by_the_close_that_stops_mid_line_ends_like_a_whole_one(
     start_gateway, client
 ):
