@@ -36,6 +36,8 @@ from tests.support.sse import parse_all, parse_events
 
 EXAMPLES = ROOT / "examples"
 RECIPES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
+# The HTTP/2 fronts' configurations, run by tests/clients/test_http2_front.py.
+FRONTS = ("Caddyfile", "nginx-http2.conf")
 # What a browser's EventSource sends with its GET.
 EVENT_SOURCE = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -625,14 +627,16 @@ def test_every_recipe_in_examples_is_run_by_a_test_here():
     assert RECIPES, "no examples/*.yaml found"
     assert recipes_started_in_this_file() == set(RECIPES)
     assert sorted(p.name for p in EXAMPLES.iterdir()) == sorted(
-        [*(f"{name}.yaml" for name in RECIPES), "README.md"]
-    ), "examples/ holds recipes (*.yaml) and README.md only"
+        [*(f"{name}.yaml" for name in RECIPES), *FRONTS, "README.md"]
+    ), "examples/ holds recipes (*.yaml), the HTTP/2 fronts and README.md only"
 
 
 def test_every_recipe_has_its_run_command_in_the_examples_readme():
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
     for name in RECIPES:
         assert f"--config examples/{name}.yaml" in readme, name
+    for name in FRONTS:
+        assert f"examples/{name}" in readme, name
 
 
 # The variables with no default in the recipes: a real deployment must set them.
