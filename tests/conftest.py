@@ -24,6 +24,7 @@ from aiohttp import web
 
 from proxy import GatewayConfig, create_app, make_runner, parse_config
 from proxy.server import listen
+from tests.support.fronts import FRONTS, Front, self_signed_certificate
 from tests.support.tools import CHROMIUM, CHROMIUM_ARGS, NODE_DIR, require
 
 StartGateway = Callable[..., Awaitable[str]]
@@ -86,6 +87,34 @@ async def start_upstream(aiohttp_server: Any) -> StartUpstream:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+StartFront = Callable[..., Awaitable[Front]]
+
+
+@pytest.fixture
+async def start_front(tmp_path) -> AsyncIterator[StartFront]:
+    """``await start_front("nginx" | "caddy", gateway, changes=None) -> Front``: the front's file
+    in examples/ on a loopback port, serving HTTP/2 over TLS with a certificate made for this test
+    (``front.base`` is ``https://127.0.0.1:PORT``), in front of the gateway at ``gateway``.
+    ``changes`` replaces more lines of the example."""
+    cert, key = self_signed_certificate(tmp_path)
+    started: list[Front] = []
+
+    async def start(kind: str, gateway: str, changes: dict[str, str] | None = None) -> Front:
+        find, launch = FRONTS[kind]
+        binary = find()
+        require(binary is not None, f"needs Debian's {kind}: sudo apt-get install {kind}")
+        assert binary is not None
+        directory = tmp_path / f"{kind}-{len(started)}"
+        directory.mkdir()
+        front = await launch(binary, directory, gateway, cert, key, changes)
+        started.append(front)
+        return front
+
+    yield start
+    for front in reversed(started):
+        await front.stop()
 
 
 # -- real clients: Chromium (Debian's, driven by Playwright) and Node ------------------------------

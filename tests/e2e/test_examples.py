@@ -36,6 +36,8 @@ from tests.support.sse import parse_all, parse_events
 
 EXAMPLES = ROOT / "examples"
 RECIPES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
+# The HTTP/2 fronts' configurations, run by tests/clients/test_http2_front.py.
+FRONTS = ("Caddyfile", "nginx-http2.conf")
 # What a browser's EventSource sends with its GET.
 EVENT_SOURCE = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -634,6 +636,8 @@ def test_every_recipe_has_its_run_command_in_the_examples_readme():
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
     for name in RECIPES:
         assert f"--config examples/{name}.yaml" in readme, name
+    for name in FRONTS:
+        assert f"examples/{name}" in readme, name
 
 
 # The variables with no default in the recipes: a real deployment must set them.

@@ -10,6 +10,8 @@ Fixtures stay in ``conftest.py``; everything here is a plain function or class:
 * ``processes``: the one launcher of ``python -m proxy``.
 * ``waiting``: :func:`eventually`, the one poll-until-true.
 * ``dockerfile``: the Dockerfile read as data, for the test that runs the image's command.
+* ``fronts``: nginx and Caddy run from their ``examples/`` files as HTTP/2 fronts, and the
+  self-signed certificate they serve.
 * ``chunking``, ``conformance``, ``shared_stream``, ``browser``, ``credentials``, ``tools``:
   re-chunking for the decoders, the SSE conformance table, the stream every third-party client
   reads, the page-side EventSource harness, the auth tests' key and tokens, and the machine's

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["Handler", "Seen", "json_body", "ndjson_handler", "recorded"]
+__all__ = ["Handler", "Seen", "json_body", "ndjson_handler", "recorded", "stamped_handler"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Ending = Literal["eof", "close", "abort"]
@@ -141,6 +141,27 @@ def ndjson_handler(
             if pause:
                 await asyncio.sleep(pause)
         await ENDINGS[end](request, response)
+        return response
+
+    return handler
+
+
+def stamped_handler(interval: float, count: int) -> Handler:
+    """An upstream that writes ``count`` lines ``{"n": 1, "sent_ms": ...}``, one every
+    ``interval`` seconds, each stamped with the wall-clock time (``time.time()`` in ms, the clock
+    a page's ``Date.now()`` reads) at which it was written; then ends the body. A client that
+    leaves ends it early."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            for n in range(1, count + 1):
+                await response.write(orjson.dumps({"n": n, "sent_ms": time.time() * 1000}) + b"\n")
+                await asyncio.sleep(interval)
+        except ConnectionResetError:  # the gateway closed the request: the client left
+            return response
+        await response.write_eof()
         return response
 
     return handler
