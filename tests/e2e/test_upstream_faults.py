@@ -259,7 +259,7 @@ async def test_lines_buffered_before_the_upstream_breaks_are_sent_before_the_err
     # time the gateway reads the body, aiohttp already holds both the line and the failure, and
     # its reads raise the failure before handing out what is buffered. A resumable route's
     # producer starts reading only after the head has been handled, so it met this every time.
-    script = [Send(head().data + b"9\r\n" + LINE_1 + b"\r\n5\r\n{\"a\""), Close()]
+    script = [Send(head().data + b"9\r\n" + LINE_1 + b'\r\n5\r\n{"a"'), Close()]
     async with FaultUpstream(script) as upstream:
         route: dict[str, Any] = {"events": {"data": "line"}}
         if resume is not None:
