@@ -78,11 +78,18 @@ async def open_upstream_reader(
     return UpstreamReader(upstream, route.timeouts.read), framing, content_type
 
 
-async def respond(ctx: StreamContext, source: Source, limits: RelayLimits) -> web.StreamResponse:
-    """``source`` relayed to the client of ``ctx``: the response it gets."""
+async def respond(
+    ctx: StreamContext,
+    source: Source,
+    limits: RelayLimits,
+    response: CountingResponse | None = None,
+) -> web.StreamResponse:
+    """``source`` relayed to the client of ``ctx``: the response it gets (``response``, when the
+    source must know it beforehand: a shared stream's reader, which the tail writes to)."""
     # Before any byte: a stream stopped while its upstream was opening is refused (503).
     ctx.stream.on_stop(source.close)
-    response = CountingResponse(headers=source.headers, write_timeout=ctx.write_timeout)
+    if response is None:
+        response = CountingResponse(headers=source.headers, write_timeout=ctx.write_timeout)
     await response.prepare(ctx.request)
     await relay(source, response, ctx.stream, limits, ctx.record)
     return response

@@ -47,8 +47,8 @@ class Timeline:
             self.longest = gap
 
     def percentile(self, fraction: float) -> float | None:
-        """The gap at ``fraction`` (0.5: the median) as its bucket's upper bound; the longest gap
-        for the last bucket; None before two marks."""
+        """The gap at ``fraction`` (0.5: the median) as its bucket's upper bound, or the longest
+        gap when that is shorter; None before two marks."""
         if not self.gaps:
             return None
         rank = max(1, math.ceil(fraction * self.gaps))
@@ -56,5 +56,7 @@ class Timeline:
         for index, count in enumerate(self.counts):
             seen += count
             if seen >= rank:
-                return GAP_BUCKETS[index] if index < len(GAP_BUCKETS) else self.longest
+                # A bucket's bound may lie past every gap in it: never past the longest.
+                bound = GAP_BUCKETS[index] if index < len(GAP_BUCKETS) else self.longest
+                return min(bound, self.longest)
         return self.longest  # not reached: the counts add up to gaps

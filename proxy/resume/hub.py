@@ -10,6 +10,14 @@ reader whose position the window no longer covers (it joined late, or fell behin
 part from the store once. The tail also keeps the stream's reader lease for all of them, and
 ends within a round after its last reader leaves.
 
+A reader that has caught up *parks* on the tail, and the tail writes the events that come next to
+every parked reader itself, encoded once (``id: <key>-<n>`` included) and written in one pass:
+with thousands of readers, waking a task per reader per event would cost more than the writes.
+So each client's response has two writers, never at once: its own relay while it catches up,
+writes a heartbeat or the end, and the tail while it is parked. A parked reader goes back to its
+own relay when its client's buffer holds unsent bytes (it would make the others wait: there,
+``write_timeout`` applies), when it is stopped, when its heartbeat is due, or at the end.
+
 A cancel (a client's ``DELETE``, on any replica) reaches the stream's producer through the store's
 cancel listener; the producer stops with ``cancelled``, whose error event its readers then read
 as the stream's last.
@@ -19,24 +27,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final, Protocol
 
 from proxy.errors import StreamError
+from proxy.respond import ClientGone
 from proxy.streams import StopReason, StopSignal
 
 from .store import ReplayBatch, ReplayStore
 
 if TYPE_CHECKING:
+    from proxy.logs import StreamRecord
     from proxy.usage import UsageTally
 
-__all__ = ["CANCELLED", "READ_WAIT", "StreamHub", "Tail"]
+__all__ = ["CANCELLED", "READ_WAIT", "Parked", "StreamHub", "Subscription", "Tail"]
 
 READ_WAIT: Final = 1.0
 """Longest wait on the store per round: how soon readers notice a stop or a lost producer."""
 CANCELLED: Final = StopReason("cancelled", "the stream was stopped by a DELETE of its URL")
+
+
+class PushSink(Protocol):
+    """A client's response, as the tail writes to it."""
+
+    def may_block(self) -> bool: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
+class Parked(enum.Enum):
+    """Why a parked reader is handed back to its own relay."""
+
+    DUE = "due"  # its deadline came: a heartbeat, or a look at the stop signal
+    BEHIND = "behind"  # it could not take the next events at once
+    GONE = "gone"  # its client went away
+    FINISHED = "finished"  # it has the stream's last event
+    WOKEN = "woken"  # stopped, or the tail failed or expired
+
+
+class Subscription:
+    """A reader parked on its tail: where it is, and how to tell its record what it got."""
+
+    __slots__ = ("events", "position", "record", "sink", "waiter")
+
+    def __init__(self, sink: PushSink, record: StreamRecord | None) -> None:
+        self.sink = sink
+        self.record = record
+        self.position = 0
+        self.events = 0
+        self.waiter: asyncio.Future[Parked] | None = None
+
+    def release(self, why: Parked) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(why)
 
 
 class Tail:
@@ -63,6 +110,8 @@ class Tail:
         self._changed = asyncio.Event()
         self._readers = 0
         self._task: asyncio.Task[None] | None = None
+        self._parked: dict[Subscription, None] = {}  # an ordered set
+        self._prefix = key.encode()
 
     @property
     def reusable(self) -> bool:
@@ -78,6 +127,25 @@ class Tail:
         self._readers -= 1
         if self._readers == 0 and self._task is None:
             self._on_idle(self)  # a finished stream's tail: nobody left to read its window
+
+    def caught_up(self, after: int) -> bool:
+        """A reader at ``after`` has everything so far, and more may come: it may park."""
+        return after >= self._last and not self._finished and self.reusable
+
+    async def park(self, subscription: Subscription, until: float) -> Parked:
+        """Hand the reader's next events to the tail until one of :class:`Parked` happens (at the
+        latest at ``until``); ``subscription.position`` says where it is then."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Parked] = loop.create_future()
+        subscription.waiter = waiter
+        self._parked[subscription] = None
+        due = loop.call_at(until, subscription.release, Parked.DUE)
+        try:
+            return await waiter
+        finally:
+            due.cancel()
+            self._parked.pop(subscription, None)
+            subscription.waiter = None
 
     async def read(self, after: int, until: float) -> ReplayBatch | None:
         """Like :meth:`ReplayStore.read` for a reader at ``after``: what follows it, waiting until
@@ -125,6 +193,11 @@ class Tail:
                 self._finished = batch.finished and self._last >= batch.last
                 self._producing = batch.producing
                 self._wake()
+                if self._parked:
+                    await self._push(batch.events)
+                    if not batch.events and not self._producing and not self._finished:
+                        for subscription in list(self._parked):  # to find the stream lost
+                            subscription.release(Parked.WOKEN)
         except Exception as exc:
             # Any store failure (Redis away, say) is every reader's error event: none of them
             # may wait on a tail that no longer reads.
@@ -132,13 +205,54 @@ class Tail:
         finally:
             self._task = None
             self._wake()
+            for subscription in list(self._parked):
+                subscription.release(Parked.WOKEN)
             if self._readers == 0:
                 self._on_idle(self)
+
+    async def _push(self, events: list[tuple[int, bytes]]) -> None:
+        """The events each parked reader lacks, written to it (encoded once per position: all
+        of them, for readers that were caught up); a reader that lacks older ones too goes back
+        to its own relay."""
+        first = events[0][0] if events else self._last + 1
+        encoded: dict[int, bytes] = {}
+        now = asyncio.get_running_loop().time()
+        for subscription in list(self._parked):
+            position = subscription.position
+            if position >= self._last:
+                if self._finished:
+                    subscription.release(Parked.FINISHED)
+                continue
+            if position < first - 1:
+                subscription.release(Parked.BEHIND)  # it lacks older events: its relay reads them
+                continue
+            if subscription.sink.may_block():
+                subscription.release(Parked.BEHIND)  # it would keep the others waiting
+                continue
+            data = encoded.get(position)
+            if data is None:
+                data = encoded[position] = self._encode(e for e in events if e[0] > position)
+            try:
+                await subscription.sink.write(data)
+            except ClientGone:
+                subscription.release(Parked.GONE)
+                continue
+            subscription.events += self._last - position
+            subscription.position = self._last
+            if (record := subscription.record) is not None:
+                record.first_event_now()
+                record.timeline.mark(now)
+            if self._finished:
+                subscription.release(Parked.FINISHED)
 
     def _wake(self) -> None:
         # Every reader waiting wakes once; the next wait gets a fresh event.
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _encode(self, events: Iterable[tuple[int, bytes]]) -> bytes:
+        prefix = self._prefix
+        return b"".join([b"id: %s-%d\n%s\n\n" % (prefix, n, e) for n, e in events])
 
 
 class StreamHub:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from proxy.convert import StreamConverter
 from proxy.errors import StreamError
-from proxy.respond import SSE_HEADERS
+from proxy.respond import SSE_HEADERS, ClientGone
 from proxy.streams import StopReason
 
-from .hub import Tail
+from .hub import Parked, PushSink, Subscription, Tail
 from .store import ReplayBatch
+
+if TYPE_CHECKING:
+    from proxy.logs import StreamRecord
 
 __all__ = ["ReplaySource", "is_stream_key", "new_stream_key", "parse_resume_id", "split_events"]
 
@@ -52,19 +55,39 @@ def split_events(output: bytes) -> list[bytes]:
 
 
 class ReplaySource:
-    """The stream's events after ``after``, then whatever comes, until its last one."""
+    """The stream's events after ``after``, then whatever comes, until its last one. With a
+    ``sink`` (the client's response), a reader that has caught up parks on the tail, which then
+    writes the next events to the sink itself (:mod:`.hub`)."""
 
-    __slots__ = ("_after", "_converter", "_finished", "_key", "_tail", "events")
+    __slots__ = (
+        "_after",
+        "_converter",
+        "_finished",
+        "_key",
+        "_may_park",
+        "_subscription",
+        "_tail",
+        "events",
+    )
 
     headers = SSE_HEADERS
     usage = None  # counted where the upstream is read: by the producer
 
-    def __init__(self, tail: Tail, after: int, converter: StreamConverter) -> None:
+    def __init__(
+        self,
+        tail: Tail,
+        after: int,
+        converter: StreamConverter,
+        sink: PushSink | None = None,
+        record: StreamRecord | None = None,
+    ) -> None:
         self._tail = tail
         self._key = tail.key
         self._after = after
         self._converter = converter  # for the retry line, heartbeats and our own error events
         self._finished = False
+        self._subscription = None if sink is None else Subscription(sink, record)
+        self._may_park = True
         self.events = 0
 
     @property
@@ -77,6 +100,10 @@ class ReplaySource:
     async def read(self, until: float) -> bytes | None:
         if self._finished:
             return None
+        subscription = self._subscription
+        if subscription is not None and self._may_park and self._tail.caught_up(self._after):
+            return await self._park(subscription, until)
+        self._may_park = True
         batch = await self._tail.read(self._after, until)
         if batch is None:
             raise StreamError("this stream is no longer kept", code="stream_expired")
@@ -87,6 +114,21 @@ class ReplaySource:
         if not batch.events and not batch.producing:
             raise StreamError(_LOST, code="stream_lost")
         return output
+
+    async def _park(self, subscription: Subscription, until: float) -> bytes | None:
+        subscription.position, subscription.events = self._after, 0
+        why = await self._tail.park(subscription, until)
+        self._after = subscription.position
+        self.events += subscription.events
+        if why is Parked.FINISHED:
+            self._finished = True
+            return None
+        if why is Parked.GONE:
+            raise ClientGone
+        # Back to this relay for one read at least: it catches up, writes the heartbeat, or
+        # finds the stop or what became of the stream.
+        self._may_park = False
+        return b""
 
     def _encode(self, batch: ReplayBatch) -> bytes:
         first = batch.events[0][0]
@@ -108,5 +150,7 @@ class ReplaySource:
         return self._converter.error(reason.code, reason.message)
 
     def close(self) -> None:
-        """Nothing to wake: the tail wakes its readers every round, and the relay then sees the
-        stop."""
+        """Told to stop: a parked reader goes back to its relay, which sees the stop; a waiting
+        one is woken by the tail's next round."""
+        if self._subscription is not None:
+            self._subscription.release(Parked.WOKEN)

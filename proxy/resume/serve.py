@@ -15,6 +15,7 @@ from proxy.convert import StreamConverter
 from proxy.decoders import body_decoder
 from proxy.errors import HTTPFailure
 from proxy.relay import RelayLimits
+from proxy.respond import SSE_HEADERS, CountingResponse
 from proxy.sources import DecodedSource, UpstreamReader
 from proxy.state import STREAM_HUBS, STREAMS
 from proxy.streams import StopReason
@@ -96,9 +97,11 @@ async def read_stream(ctx: StreamContext, key: str, after: int) -> web.StreamRes
     tail = _hub(ctx).tail(key)
     try:
         converter = StreamConverter(route.events.rules, secrets=route.secrets)
-        source = ReplaySource(tail, after, converter)
+        response = CountingResponse(headers=SSE_HEADERS, write_timeout=ctx.write_timeout)
+        source = ReplaySource(tail, after, converter, response, ctx.record)
         # The producer keeps the stream's maximum duration; a reader lasts as long as the stream.
-        return await respond(ctx, source, RelayLimits(heartbeat=route.events.heartbeat))
+        limits = RelayLimits(heartbeat=route.events.heartbeat)
+        return await respond(ctx, source, limits, response)
     finally:
         tail.detach()
 

@@ -152,7 +152,7 @@ async def test_tokens_and_gaps_are_metrics_per_route_and_fields_of_the_access_lo
     assert 0.05 * gaps < metrics[("proxy_event_gap_seconds_sum", (chat,))] < 0.5 * gaps
     (record, _) = [r.stream for r in caplog.records if getattr(r, "stream", None)]
     assert (record.prompt_tokens, record.completion_tokens) == (26, 3)
-    assert record.gap_p50_ms in (100.0, 250.0)  # 60 ms gaps, give or take the timers
+    assert 55 <= record.gap_p50_ms <= 250  # 60 ms gaps: their bucket, or the longest gap
     assert record.gap_max_ms >= 55
     assert record.first_event_ms is not None
 

@@ -31,9 +31,15 @@ def test_percentiles_are_the_upper_bounds_of_the_buckets_where_the_rank_falls():
     assert timeline.percentile(0.5) == 0.005
     assert timeline.percentile(0.98) == 0.005
     assert timeline.percentile(0.99) == 0.25
-    assert timeline.percentile(1.0) == 1.0
+    assert timeline.percentile(1.0) == pytest.approx(0.7)  # its bucket goes to 1 s; no gap did
     assert timeline.longest == pytest.approx(0.7)
     assert timeline.total == pytest.approx(98 * 0.004 + 0.9)
+
+
+def test_a_percentile_is_never_past_the_longest_gap():
+    timeline = timeline_of(0.0002, 0.0001)
+    assert timeline.percentile(0.5) == pytest.approx(0.0002)
+    assert timeline.percentile(0.99) == pytest.approx(0.0002)
 
 
 def test_a_gap_past_the_last_bound_is_reported_as_the_longest_gap():
