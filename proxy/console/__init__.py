@@ -1,5 +1,6 @@
 """The stream console at ``/_console``: pick a route, fill in its query or JSON body, and watch the
-stream live, each raw upstream line beside the event it became.
+stream live, each raw upstream line beside the event it became, and the run's timeline of arrivals
+(time to first event, the gaps between events, tokens when the route has ``usage``).
 
 Plain files served by the gateway (no build step, no CDN). GET opens a native ``EventSource``, so
 DevTools' EventStream tab shows the stream; POST reads it with ``fetch``. Both ask the real route
@@ -31,6 +32,7 @@ __all__ = ["CONSOLE_TAP_PARAM", "add_console_routes", "add_tap"]
 _ASSETS: Final = {
     "": ("index.html", "text/html"),
     "/console.js": ("console.js", "text/javascript"),
+    "/timeline.js": ("timeline.js", "text/javascript"),
     "/console.css": ("console.css", "text/css"),
 }
 
@@ -98,6 +100,20 @@ def _describe(route: RouteConfig) -> dict[str, Any]:
             "error_event": events.error_event,
             "complete_when": events.complete_when.text if events.complete_when else None,
         },
+        "usage": _usage(route),
+    }
+
+
+def _usage(route: RouteConfig) -> dict[str, str | None] | None:
+    """The route's token-count pointers, which the console's timeline reads from the lines."""
+    if route.usage is None:
+        return None
+    pointers = route.usage.pointers
+    return {
+        "prompt_tokens": None if pointers.prompt_tokens is None else pointers.prompt_tokens.text,
+        "completion_tokens": (
+            None if pointers.completion_tokens is None else pointers.completion_tokens.text
+        ),
     }
 
 

@@ -4,7 +4,8 @@
 // before the events its line became and names them, so a native EventSource can listen for
 // names it could not know in advance (event_from). A POST on a route with streams creates a
 // stream instead (POST {path}/streams) and reads its URL with EventSource: the stream keeps the
-// route's events, not the upstream lines, so such a run has no tap.
+// route's events, not the upstream lines, so such a run has no tap. Each run draws its timeline of
+// arrivals (timeline.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -118,7 +119,7 @@ class Run {
   constructor(route) {
     this.route = route;
     this.started = performance.now();
-    this.firstEvent = null;
+    this.timeline = new Timeline(route, this.started);
     this.events = 0;
     this.rows = 0;
     this.pending = null; // the row of the last tap event, until its events have filled it
@@ -137,6 +138,7 @@ class Run {
     cells[2].textContent = line.raw + (line.truncated ? ` … (${line.bytes} bytes)` : "");
     cells[2].title = `${line.bytes} bytes from the upstream`;
     if (!line.events.length) cells[3].textContent = "(no event: blank line)";
+    if (!line.truncated) this.timeline.readUsage(line.raw);
     return line.events;
   }
 
@@ -169,7 +171,7 @@ class Run {
       } catch (_) { /* not JSON: show it as it came */ }
       this.finish(reason, false);
     } else {
-      if (this.firstEvent === null) this.firstEvent = now - this.started;
+      this.timeline.arrive(now - this.started);
       this.events += 1;
     }
     this.showStats();
@@ -189,6 +191,7 @@ class Run {
     if (this.ended) return;
     this.ended = true;
     this.elapsed = performance.now() - this.started;
+    this.timeline.end(this.elapsed);
     clearInterval(this.timer);
     this.setEnd(reason, ok ? "ok" : "bad");
     $("state").textContent = "closed";
@@ -206,10 +209,9 @@ class Run {
 
   showStats() {
     const elapsed = this.ended ? this.elapsed : performance.now() - this.started;
-    $("first-event").textContent = this.firstEvent === null ? "–" : `${this.firstEvent.toFixed(0)} ms`;
-    $("event-count").textContent = String(this.events);
     $("elapsed").textContent = `${(elapsed / 1000).toFixed(2)} s`;
     $("rate").textContent = elapsed > 0 && this.events ? (this.events / (elapsed / 1000)).toFixed(1) : "–";
+    this.timeline.schedule(); // the strip's time axis grows while the run waits
   }
 }
 
@@ -259,6 +261,9 @@ class StreamUrlRun extends EventSourceRun {
   constructor(route, collection, body) {
     super(route, null);
     this.url = null;
+    // No tap: the tokens are in the events only when their data is the whole line.
+    this.linesInData = route.events.data === "line";
+    if (!this.linesInData) this.timeline.noLines();
     this.over = false; // the stream itself ended (its end or error event came)
     $("state").textContent = "creating the stream";
     this.create(collection, body).catch((error) => this.finish(`fetch failed: ${error.message}`, false));
@@ -301,6 +306,7 @@ class StreamUrlRun extends EventSourceRun {
 
   event(name, id, data) {
     if (name === this.route.events.end_event || name === this.route.events.error_event) this.over = true;
+    else if (this.linesInData) this.timeline.readUsage(data);
     super.event(name, id, data);
   }
 

@@ -1,11 +1,13 @@
 """The stream console at /_console, in Debian's headless Chromium against a real gateway and real
 upstreams: the table fills while the stream runs, each raw line beside its event; GET is a native
 EventSource (DevTools sees it), POST is fetch; failures say why; production mode has no console.
+The timeline draws one tick per event at its arrival, marks a long gap, and reads the tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from typing import Any
@@ -21,6 +23,7 @@ from tests.support.waiting import eventually
 
 DEV = {"mode": "dev"}
 NOT_ENDED = "\u2013"  # the console's placeholder for "no end reason yet"
+NO_FIGURE = "\u2013"  # and for a figure it cannot know
 
 TYPED = [
     b'{"type": "ADDED", "name": "web-1", "rv": "101"}\n',
@@ -108,8 +111,8 @@ async def test_the_table_fills_as_events_arrive_each_raw_line_beside_its_event(
     times = [int(row[1]) for row in rows if row[3] not in ("(no event: blank line)",)]
     assert times == sorted(times)
     assert times[-1] - times[0] >= 1000  # the upstream paced its lines 0.4 s apart
-    assert await page.text_content("#event-count") == "4"
-    assert re.fullmatch(r"\d+ ms", await page.text_content("#first-event"))
+    assert await page.text_content("#timeline-events") == "4"
+    assert re.fullmatch(r"\d+ ms", await page.text_content("#timeline-first"))
     assert re.fullmatch(r"\d+\.\d", await page.text_content("#rate"))
     # The stream was a native EventSource on the route itself, so DevTools lists it.
     (request,) = [r for r in requests if r.get("type") == "EventSource"]
@@ -358,3 +361,131 @@ async def test_the_route_list_says_which_routes_have_streams(start_gateway, http
     async with http.get(f"{gateway}/_console/routes") as response:
         routes = (await response.json())["routes"]
     assert [(r["path"], r["streams"]) for r in routes] == [("/plain", False), ("/chat", True)]
+
+
+# -- the timeline of arrivals ----------------------------------------------------------------------
+
+USAGE = {"prompt_tokens": "/prompt_eval_count", "completion_tokens": "/eval_count"}
+
+
+def ollama_line(content: str, **fields: Any) -> bytes:
+    message = {"role": "assistant", "content": content}
+    return orjson.dumps({"model": "llama3.2", "message": message, "done": False, **fields}) + b"\n"
+
+
+TOKENS = [ollama_line(f"t{n} ") for n in range(1, 16)]
+DONE = ollama_line("", done=True, prompt_eval_count=26, eval_count=15)
+# 10 tokens 50 ms apart, a 600 ms stall, 5 more and the done line: the 11th tick is the slow one.
+PAUSES = [*[0.05] * 9, 0.6, *[0.05] * 5, 0]
+FIRST_AFTER = 0.3
+
+TICKS_JS = """() => [...document.querySelectorAll('#timeline-strip .tick')].map(t => ({
+  ms: Number(t.dataset.ms), slow: t.classList.contains('slow'),
+}))"""
+
+
+def ms(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d)?) ms", text)
+    assert match is not None, text
+    return float(match[1])
+
+
+async def test_the_timeline_has_a_tick_per_arrival_marks_the_stall_and_reads_the_tokens(
+    browser, start_upstream, start_gateway, http
+):
+    lines = [*TOKENS, DONE]
+    upstream = await start_upstream(
+        {"/api/chat": ndjson_handler(lines, pause=PAUSES, first_after=FIRST_AFTER)}
+    )
+    route = {"path": "/api/chat", "upstream": upstream + "/api/chat", "usage": USAGE}
+    gateway = await start_gateway([route], server=DEV)
+    async with http.get(f"{gateway}/_console/routes") as response:
+        (described,) = (await response.json())["routes"]
+    assert described["usage"] == USAGE
+    page = await open_console(browser, gateway, "/api/chat")
+    await page.click("#start")
+
+    # Live: the first ten ticks are drawn during the stall, before the stream ends.
+    during = await (
+        await page.wait_for_function(
+            """() => {
+              const ticks = document.querySelectorAll('#timeline-strip .tick').length;
+              const ended = document.getElementById('end-reason').textContent;
+              return ticks >= 10 && {ticks, ended};
+            }"""
+        )
+    ).json_value()
+    assert during == {"ticks": 10, "ended": NOT_ENDED}
+
+    assert await wait_ended(page) == "end"
+    await page.wait_for_function("document.getElementById('timeline-events').textContent === '16'")
+    ticks = await page.evaluate(TICKS_JS)
+    rows = await table(page)
+    assert len(ticks) == len([row for row in rows if row[3] == "message"]) == 16
+    arrivals = [tick["ms"] for tick in ticks]
+    assert arrivals == sorted(arrivals)
+    first = ms(await page.text_content("#timeline-first"))
+    assert FIRST_AFTER * 1000 <= first < 10_000
+    assert abs(first - arrivals[0]) < 1
+    p50 = ms(await page.text_content("#timeline-gap-p50"))
+    assert 25 <= p50 <= 200, p50
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    longest = ms(await page.text_content("#timeline-gap-max"))
+    assert longest >= 550
+    assert abs(longest - max(gaps)) < 1
+    assert gaps.index(max(gaps)) == 9  # the gap before the 11th tick
+    assert ms(await page.text_content("#timeline-gap-p99")) == longest  # 15 gaps: p99 is the max
+    slow = [i for i, tick in enumerate(ticks) if tick["slow"]]
+    assert 10 in slow
+    assert len(slow) <= 2, slow  # a stall of the shared machine may mark one more
+    assert await page.text_content("#timeline-tokens") == "26 prompt · 15 completion"
+    assert page.errors == []
+
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    await page.locator("#timeline").screenshot(path=artifacts / "console-timeline.png")
+
+
+async def test_without_usage_pointers_the_timeline_shows_no_tokens(
+    browser, start_upstream, start_gateway
+):
+    upstream = await start_upstream({"/api/chat": ndjson_handler([*TOKENS[:2], DONE])})
+    gateway = await start_gateway(
+        [{"path": "/api/chat", "upstream": upstream + "/api/chat"}], server=DEV
+    )
+    page = await open_console(browser, gateway, "/api/chat")
+    await page.click("#start")
+    assert await wait_ended(page) == "end"
+    await page.wait_for_function("document.getElementById('timeline-events').textContent === '3'")
+    assert await page.text_content("#timeline-tokens") == NO_FIGURE
+    assert (
+        await page.get_attribute("#timeline-tokens", "title") == "the route has no usage pointers"
+    )
+    assert len(await page.evaluate(TICKS_JS)) == 3
+    assert page.errors == []
+
+
+@pytest.mark.parametrize(
+    ("data", "tokens"), [("line", "26 prompt · 15 completion"), ("/message/content", NO_FIGURE)]
+)
+async def test_on_a_stream_url_the_tokens_come_from_the_data_only_when_it_is_the_whole_line(
+    browser, start_upstream, start_gateway, data, tokens
+):
+    upstream = await start_upstream({"/api/chat": ndjson_handler([*TOKENS, DONE])})
+    route = {
+        "path": "/api/chat",
+        "upstream": upstream + "/api/chat",
+        "events": {"data": data},
+        "usage": USAGE,
+        "resume": {},
+        "streams": {},
+    }
+    gateway = await start_gateway([route], server=DEV)
+    page = await open_console(browser, gateway, "/api/chat")
+    await page.check("input[name=method][value=POST]")
+    await page.click("#start")
+    assert await wait_ended(page) == "end"
+    await page.wait_for_function("document.getElementById('timeline-events').textContent === '16'")
+    assert len(await page.evaluate(TICKS_JS)) == 16
+    assert await page.text_content("#timeline-tokens") == tokens
+    assert page.errors == []

@@ -125,21 +125,28 @@ def ndjson_handler(
     lines: Sequence[bytes],
     content_type: str = "application/x-ndjson",
     *,
-    pause: float = 0,
+    pause: float | Sequence[float] = 0,
     end: Ending = "eof",
+    first_after: float = 0,
 ) -> Handler:
     """An upstream that streams ``lines`` (each written and drained on its own, with ``pause``
-    seconds after each, so they travel as separate TCP segments) and then ends the body: with
-    its chunked end (``"eof"``), by closing the connection after what was written (``"close"``),
-    or by aborting it a moment later (``"abort"``), the way a server that died mid-body does."""
+    seconds after each, or ``pause[i]`` after line ``i``, so they travel as separate TCP
+    segments) and then ends the body: with its chunked end (``"eof"``), by closing the connection
+    after what was written (``"close"``), or by aborting it a moment later (``"abort"``), the way
+    a server that died mid-body does. ``first_after`` seconds pass before the first line (a
+    model's time to first token)."""
+    pauses = [pause] * len(lines) if isinstance(pause, int | float) else list(pause)
+    assert len(pauses) == len(lines), "one pause per line"
 
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
-        for line in lines:
+        if first_after:
+            await asyncio.sleep(first_after)
+        for line, after in zip(lines, pauses, strict=True):
             await response.write(line)
-            if pause:
-                await asyncio.sleep(pause)
+            if after:
+                await asyncio.sleep(after)
         await ENDINGS[end](request, response)
         return response
 
