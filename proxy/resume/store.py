@@ -19,6 +19,7 @@ keeps them in Redis Streams, so a reconnect that lands on another replica resume
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -141,8 +142,13 @@ class MemoryStore:
                     await stream.changed.wait()
             except TimeoutError:
                 pass
+        # The numbers are consecutive: what follows ``after`` is the newest last - after of them,
+        # taken from the end (a live reader's read costs what it gets, not the whole window).
+        wanted = min(stream.last - after, len(stream.events))
+        newest = list(itertools.islice(reversed(stream.events), max(0, wanted)))
+        newest.reverse()
         return ReplayBatch(
-            [(n, event) for n, event in stream.events if n > after],
+            newest,
             stream.finished,
             stream.last,
             time.monotonic() < stream.producer_until,

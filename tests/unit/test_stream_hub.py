@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from proxy.errors import StreamError
-from proxy.resume.hub import CANCELLED, StreamHub
+from proxy.respond import ClientGone
+from proxy.resume.hub import CANCELLED, Parked, StreamHub, Subscription, Tail
 from proxy.resume.reader import is_stream_key, new_stream_key, parse_resume_id
 from proxy.resume.store import MemoryStore, ReplayBatch
 from proxy.streams import StopSignal
@@ -155,3 +156,107 @@ def test_stream_keys_are_128_bit_url_safe_and_resume_ids_name_them():
     assert parse_resume_id("AAAAAAAAAAAAAAAA-3") == ("AAAAAAAAAAAAAAAA", 3)  # 96-bit keys of old
     assert not is_stream_key("short")
     assert not is_stream_key("a/b" * 8)
+
+
+# -- parked readers: the tail writes to them ------------------------------------------------------
+
+
+class Sink:
+    """A client's response as the tail sees it: what it was sent, whether it would block."""
+
+    def __init__(self, blocks: bool = False, gone: bool = False) -> None:
+        self.sent: list[bytes] = []
+        self.blocks = blocks
+        self.gone = gone
+
+    def may_block(self) -> bool:
+        return self.blocks
+
+    async def write(self, data: bytes) -> None:
+        if self.gone:
+            raise ClientGone
+        self.sent.append(data)
+
+
+async def parked(tail, sink, position=0, until=5.0):
+    subscription = Subscription(sink, None)
+    subscription.position = position
+    task = asyncio.create_task(tail.park(subscription, later(until)))
+    await asyncio.sleep(0)
+    return subscription, task
+
+
+async def test_parked_readers_get_each_new_event_written_once_encoded_with_its_id():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    tail = StreamHub(store, 100, 5).tail("k")
+    await asyncio.sleep(0.01)  # the tail's first round: nothing yet
+    sinks = [Sink() for _ in range(3)]
+    subscriptions = [await parked(tail, sink) for sink in sinks]
+    await store.append("k", [b"data: a"])
+    await asyncio.sleep(0.01)
+    await store.append("k", [b"data: b", b"event: end\ndata:"], finished=True)
+    outcomes = [await task for _, task in subscriptions]
+    assert outcomes == [Parked.FINISHED] * 3
+    for sink, (subscription, _) in zip(sinks, subscriptions, strict=True):
+        assert sink.sent == [
+            b"id: k-1\ndata: a\n\n",
+            b"id: k-2\ndata: b\n\nid: k-3\nevent: end\ndata:\n\n",
+        ]
+        assert (subscription.position, subscription.events) == (3, 3)
+
+
+async def test_a_reader_whose_client_would_block_goes_back_to_its_relay_and_the_others_go_on():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    tail = StreamHub(store, 100, 5).tail("k")
+    await asyncio.sleep(0.01)
+    slow, fast = Sink(blocks=True), Sink()
+    (slow_sub, slow_task), (fast_sub, fast_task) = (
+        await parked(tail, slow),
+        await parked(tail, fast),
+    )
+    await store.append("k", [b"data: a"])
+    assert await slow_task is Parked.BEHIND
+    assert slow.sent == []
+    assert slow_sub.position == 0
+    await asyncio.sleep(0.01)
+    assert fast.sent == [b"id: k-1\ndata: a\n\n"]
+    fast_sub.release(Parked.WOKEN)
+    assert await fast_task is Parked.WOKEN
+
+
+async def test_a_parked_reader_whose_client_left_is_released_as_gone():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    tail = StreamHub(store, 100, 5).tail("k")
+    await asyncio.sleep(0.01)
+    _, task = await parked(tail, Sink(gone=True))
+    await store.append("k", [b"data: a"])
+    assert await task is Parked.GONE
+
+
+async def test_a_parked_reader_is_due_back_at_its_deadline():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    tail = StreamHub(store, 100, 5).tail("k")
+    _, task = await parked(tail, Sink(), until=0.05)
+    assert await task is Parked.DUE
+
+
+async def test_a_reader_that_resumes_mid_stream_before_the_tails_first_read_gets_what_it_lacks():
+    store = MemoryStore(100, 60)
+    await store.create("k", "/chat")
+    await store.append("k", [b"data: 1", b"data: 2", b"data: 3"])
+    tail = Tail(store, "k", 100, 5, lambda tail: None)
+    # A reconnect at 2 parks before the tail has read anything; its first batch (1-3) holds
+    # one event the reader lacks.
+    sink = Sink()
+    subscription, task = await parked(tail, sink, position=2)
+    tail.attach()
+    await asyncio.sleep(0.02)
+    assert sink.sent == [b"id: k-3\ndata: 3\n\n"]
+    assert subscription.position == 3
+    subscription.release(Parked.WOKEN)
+    await task
+    tail.detach()
