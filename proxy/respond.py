@@ -71,6 +71,26 @@ class CountingResponse(web.StreamResponse):
             raise ClientGone from exc
         self.sent += len(data)
 
+    def push(self, data: bytes, chunk: bytes) -> bool:
+        """Write now, without waiting: ``data`` framed as ``chunk`` (its chunked transfer coding,
+        made once by the caller for many responses) when the response is chunked. False when
+        the client's buffer still holds bytes or nothing went out the usual way yet (the head may
+        still be waiting for the first body bytes); :class:`ClientGone` when the client closed.
+        A stream shared by thousands of readers is written this way: a task's wake-up and
+        aiohttp's write path per reader and event cost more than the write itself."""
+        client, writer = self._client, self._payload_writer
+        if client is None or writer is None or not self.sent:
+            return False
+        if client.is_closing():
+            raise ClientGone
+        if client.get_write_buffer_size():
+            return False
+        # aiohttp turns chunking on in its writer, not in ``self.chunked``, when a HTTP/1.1
+        # response has no length.
+        client.write(chunk if getattr(writer, "chunked", False) else data)
+        self.sent += len(data)
+        return True
+
     async def write_last(self, data: bytes) -> None:
         """The stream's last bytes (its end or error event); the handler then returns."""
         await self.write(data)

@@ -51,11 +51,9 @@ CANCELLED: Final = StopReason("cancelled", "the stream was stopped by a DELETE o
 
 
 class PushSink(Protocol):
-    """A client's response, as the tail writes to it."""
+    """A client's response, as the tail writes to it (see ``CountingResponse.push``)."""
 
-    def may_block(self) -> bool: ...
-
-    async def write(self, data: bytes) -> None: ...
+    def push(self, data: bytes, chunk: bytes) -> bool: ...
 
 
 class Parked(enum.Enum):
@@ -194,7 +192,7 @@ class Tail:
                 self._producing = batch.producing
                 self._wake()
                 if self._parked:
-                    await self._push(batch.events)
+                    self._push(batch.events)
                     if not batch.events and not self._producing and not self._finished:
                         for subscription in list(self._parked):  # to find the stream lost
                             subscription.release(Parked.WOKEN)
@@ -210,12 +208,12 @@ class Tail:
             if self._readers == 0:
                 self._on_idle(self)
 
-    async def _push(self, events: list[tuple[int, bytes]]) -> None:
-        """The events each parked reader lacks, written to it (encoded once per position: all
-        of them, for readers that were caught up); a reader that lacks older ones too goes back
-        to its own relay."""
+    def _push(self, events: list[tuple[int, bytes]]) -> None:
+        """The events each parked reader lacks, written to it at once (encoded once per position:
+        all of them, for readers that were caught up); a reader that lacks older ones, or whose
+        client cannot take them now, goes back to its own relay."""
         first = events[0][0] if events else self._last + 1
-        encoded: dict[int, bytes] = {}
+        encoded: dict[int, tuple[bytes, bytes]] = {}
         now = asyncio.get_running_loop().time()
         for subscription in list(self._parked):
             position = subscription.position
@@ -226,16 +224,17 @@ class Tail:
             if position < first - 1:
                 subscription.release(Parked.BEHIND)  # it lacks older events: its relay reads them
                 continue
-            if subscription.sink.may_block():
-                subscription.release(Parked.BEHIND)  # it would keep the others waiting
-                continue
-            data = encoded.get(position)
-            if data is None:
-                data = encoded[position] = self._encode(e for e in events if e[0] > position)
+            framed = encoded.get(position)
+            if framed is None:
+                data = self._encode(e for e in events if e[0] > position)
+                framed = encoded[position] = (data, b"%x\r\n%s\r\n" % (len(data), data))
             try:
-                await subscription.sink.write(data)
+                written = subscription.sink.push(*framed)
             except ClientGone:
                 subscription.release(Parked.GONE)
+                continue
+            if not written:
+                subscription.release(Parked.BEHIND)  # it would keep the others waiting
                 continue
             subscription.events += self._last - position
             subscription.position = self._last

@@ -169,13 +169,14 @@ class Sink:
         self.blocks = blocks
         self.gone = gone
 
-    def may_block(self) -> bool:
-        return self.blocks
-
-    async def write(self, data: bytes) -> None:
+    def push(self, data: bytes, chunk: bytes) -> bool:
+        assert chunk == b"%x\r\n%s\r\n" % (len(data), data)
         if self.gone:
             raise ClientGone
+        if self.blocks:
+            return False
         self.sent.append(data)
+        return True
 
 
 async def parked(tail, sink, position=0, until=5.0):
