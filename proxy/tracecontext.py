@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "MAX_TRACESTATE",
+    "NEW_TRACE_FLAGS",
     "SAMPLED",
     "TRACEPARENT",
     "TRACESTATE",
@@ -42,6 +44,7 @@ _RANDOM: Final = 0x02
 """Level 2's "random trace-id" flag: true of the trace-id, which a hop keeps, so it is kept."""
 _KNOWN_FLAGS: Final = SAMPLED | _RANDOM
 """Flags this hop understands; the others it sets to zero, as level 1 tells a vendor to."""
+NEW_TRACE_FLAGS: Final = SAMPLED | _RANDOM
 
 _VERSION_00_LENGTH: Final = 55
 _TRACEPARENT: Final = re.compile(
@@ -167,8 +170,9 @@ def next_hop(incoming: TraceContext | None, span_id: str | None = None) -> Trace
     if incoming is None:
         # A new trace is sampled: an upstream tracer's default sampler (ParentBased) follows
         # the flag, so an unsampled root here would silence the traces the upstream records
-        # today, when it starts them itself.
-        return TraceContext(TraceParent(new_trace_id(), span_id, SAMPLED))
+        # today, when it starts them itself. Its trace-id is random, which level 2's flag
+        # says (OpenTelemetry's SDK sets it too; a level 1 reader ignores it).
+        return TraceContext(TraceParent(new_trace_id(), span_id, NEW_TRACE_FLAGS))
     return TraceContext(
         TraceParent(incoming.parent.trace_id, span_id, incoming.parent.flags), incoming.state
     )

@@ -10,6 +10,7 @@ import pytest
 
 from proxy.tracecontext import (
     MAX_TRACESTATE,
+    NEW_TRACE_FLAGS,
     SAMPLED,
     TraceContext,
     TraceParent,
@@ -206,11 +207,11 @@ def test_the_next_hop_makes_a_new_span_id_when_given_none():
     assert len({parent.parent_id for parent in sent}) == 20
 
 
-def test_without_an_incoming_context_a_new_sampled_trace_starts():
+def test_without_an_incoming_context_a_new_sampled_random_trace_starts():
     sent = [next_hop(None) for _ in range(20)]
     assert len({hop.parent.trace_id for hop in sent}) == 20
     for hop in sent:
-        assert hop.parent.flags == SAMPLED
+        assert hop.parent.flags == NEW_TRACE_FLAGS == SAMPLED | 0x02  # sampled, random id
         assert hop.state is None
         assert HEADER.fullmatch(hop.headers()["traceparent"])
         assert set(hop.headers()) == {"traceparent"}
