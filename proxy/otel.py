@@ -1,7 +1,8 @@
-"""OpenTelemetry, when it is installed: a SERVER span per request.
+"""OpenTelemetry, when it is installed (the ``otel`` extra): a SERVER span per request, and
+the SDK set up from the standard ``OTEL_*`` variables at start-up.
 
-Strategy: only :mod:`proxy.tracing` (the middleware) imports this module, and only in a ``try``
-for ``ImportError``, so the gateway runs the same without it. The span joins the
+Strategy: only :mod:`proxy.tracing` (the middleware) and :mod:`proxy.cli` import this module, and
+only in a ``try`` for ``ImportError``, so the gateway runs the same without it. The span joins the
 client's trace through OpenTelemetry's own W3C propagator, fed the traceparent and tracestate
 that :mod:`proxy.tracecontext` accepted (the one set of rules for both ways), and the upstream
 gets the span's context. With the API but no SDK (no provider set up) spans are no-ops that make
@@ -11,7 +12,9 @@ this hop. ``OTEL_PROPAGATORS`` is not read: the gateway speaks W3C Trace Context
 
 from __future__ import annotations
 
-from typing import Final
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -24,7 +27,10 @@ from .logs import STREAM_RECORD, StreamRecord
 from .tracecontext import TraceContext, next_hop
 from .tracing import TRACE_HEADERS, route_template
 
-__all__ = ["NORMAL_ENDS", "RequestSpans"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+__all__ = ["NORMAL_ENDS", "RequestSpans", "sdk_from_environment"]
 
 NORMAL_ENDS: Final = frozenset({"eof", "client_gone", "created"})
 """How a request ends well: the upstream's end, the client leaving, a stream resource made."""
@@ -91,3 +97,35 @@ def _finish(span: Span, record: StreamRecord | None) -> None:
     if status >= 500 or (status < 400 and ended not in NORMAL_ENDS):
         span.set_status(Status(StatusCode.ERROR, ended))
     span.end()
+
+
+def sdk_from_environment() -> contextlib.AbstractContextManager[None]:
+    """A tracer provider, set up for the process, that exports spans by OTLP/HTTP (the exporter
+    reads its endpoint, headers and timeout from the ``OTEL_EXPORTER_OTLP_*`` variables), unless
+    one is set already (``opentelemetry-instrument`` sets its own); the context it returns flushes
+    and shuts it down on the way out, so the last batch is not lost. ImportError without the SDK
+    or the exporter (the ``otel`` extra)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return contextlib.nullcontext()
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; our name only
+    # replaces the SDK's "unknown_service".
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return _shut_down_at_exit(provider)
+
+
+@contextlib.contextmanager
+def _shut_down_at_exit(provider: SdkTracerProvider) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        provider.shutdown()

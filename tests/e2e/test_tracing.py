@@ -1,12 +1,14 @@
 """Tracing over real sockets: the W3C ``traceparent``/``tracestate`` an upstream gets (the
 client's trace with the gateway as a hop, or a new trace), and with OpenTelemetry's SDK each
 request's one span, whose trace the upstream saw. The in-process gateways export to the session's
-in-memory exporter (the ``spans`` fixture)."""
+in-memory exporter (the ``spans`` fixture); ``python -m proxy`` processes show the other two
+ways: OTLP export set up from ``OTEL_*`` variables, and no SDK set up at all."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import aiohttp
@@ -14,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from proxy.tracecontext import NEW_TRACE_FLAGS, TraceParent, parse_traceparent
+from tests.support.processes import running_gateway
 from tests.support.sse import parse_events
 from tests.support.upstreams import Seen, ndjson_handler, recorded
 from tests.support.waiting import eventually
@@ -291,3 +294,125 @@ async def test_health_checks_make_no_span(start_gateway, http, spans):
         assert response.status == 200
     await asyncio.sleep(0.05)
     assert spans.get_finished_spans() == ()
+
+
+# -- python -m proxy: OTLP export from the OTEL_* variables, and no SDK set up ---------------------
+
+
+def process_env(**otel: str) -> dict[str, str]:
+    """This environment without any OTEL_* variable of the machine's, with ``otel`` added."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **otel}
+
+
+async def test_with_an_otlp_endpoint_set_the_process_exports_its_spans_by_otlp_http(
+    start_upstream, http, tmp_path
+):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the 'otel' extra")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    exports: list[tuple[str, bytes]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        exports.append((request.content_type, await request.read()))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    collector = await start_upstream({"/v1/traces": receive})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [chat_route(upstream)]}))
+    env = process_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector, OTEL_BSP_SCHEDULE_DELAY="60000")
+    async with running_gateway("--config", str(config), "--port", "0", env=env) as gateway:
+        status, _ = await stream(http, f"{gateway.base}/v1/chat", CLIENT)
+        assert status == 200
+    # The batch waits a minute: what arrived was sent at the shutdown.
+    assert exports, "no OTLP request arrived"
+    assert {content_type for content_type, _ in exports} == {"application/x-protobuf"}
+    [resource_spans] = [
+        resource
+        for _, body in exports
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+    ]
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "ndjson-sse-proxy"
+    [span] = [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert span.name == "POST /v1/chat"
+    assert span.trace_id.hex() == upstream_parent(seen[0]).trace_id == TRACE_ID
+    assert span.span_id.hex() == upstream_parent(seen[0]).parent_id
+
+
+async def test_otel_service_name_names_the_exported_service(start_upstream, http, tmp_path):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the 'otel' extra")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    bodies: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    collector = await start_upstream({"/traces": receive})
+    upstream = await start_upstream({"/chat": ndjson_handler(LINES)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [chat_route(upstream)]}))
+    env = process_env(
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{collector}/traces", OTEL_SERVICE_NAME="edge"
+    )
+    async with running_gateway("--config", str(config), "--port", "0", env=env) as gateway:
+        await stream(http, f"{gateway.base}/v1/chat")
+    names = {
+        attribute.value.string_value
+        for body in bodies
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for attribute in resource.resource.attributes
+        if attribute.key == "service.name"
+    }
+    assert names == {"edge"}
+
+
+async def test_a_provider_set_up_already_is_kept_and_nothing_of_ours_is_exported(
+    start_upstream, http, tmp_path
+):
+    """As under ``opentelemetry-instrument``, which sets its provider up before the gateway
+    starts (here the SDK's, with no exporter, named by OTEL_PYTHON_TRACER_PROVIDER)."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the 'otel' extra")
+    bodies: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    collector = await start_upstream({"/v1/traces": receive})
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [chat_route(upstream)]}))
+    env = process_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector, OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider"
+    )
+    async with running_gateway("--config", str(config), "--port", "0", env=env) as gateway:
+        await stream(http, f"{gateway.base}/v1/chat", CLIENT)
+    assert bodies == []
+    assert upstream_parent(seen[0]).trace_id == TRACE_ID  # its spans still carry the trace
+
+
+async def test_without_an_sdk_set_up_the_process_still_sends_the_trace_on_as_a_hop(
+    start_upstream, http, tmp_path
+):
+    seen: list[Seen] = []
+    upstream = await start_upstream({"/chat": recorded(ndjson_handler(LINES), seen)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [chat_route(upstream)]}))
+    async with running_gateway("--config", str(config), "--port", "0", env=process_env()) as gw:
+        await stream(http, f"{gw.base}/v1/chat", CLIENT)
+        await stream(http, f"{gw.base}/v1/chat")
+    client, fresh = (upstream_parent(request) for request in seen)
+    assert client.trace_id == TRACE_ID
+    assert client.parent_id != CLIENT_SPAN
+    assert seen[0].headers["tracestate"] == CLIENT["tracestate"]
+    assert fresh.trace_id != TRACE_ID
+    assert fresh.flags == NEW_TRACE_FLAGS
