@@ -5,9 +5,9 @@ its span (:mod:`proxy.otel`).
 Strategy: one middleware, outermost, so that what it reads at the end is the access log's
 finished record (status, events, end reason). It decides the outgoing trace headers before the
 handler runs and leaves them on the request (:data:`TRACE_HEADERS`), where
-:func:`proxy.inbound.client_request` puts them into the pure request builder's input. OpenTelemetry
-is imported here only, and only when the app is made: without it, the ids come from
-:mod:`proxy.tracecontext`.
+:func:`proxy.inbound.client_request` puts them into the pure request builder's input. The spans'
+module (:mod:`proxy.otel`, OpenTelemetry) is imported when an app is made, if it can be: without
+it, the ids come from :mod:`proxy.tracecontext`.
 """
 
 from __future__ import annotations
