@@ -32,6 +32,7 @@ from .resume.hub import StreamHub
 from .resume.resources import hide_stream_key, stream_resources
 from .state import CLIENT_SESSION, CONFIG, METRICS, STREAM_HUBS, STREAMS
 from .streams import StreamRegistry
+from .tracing import trace_requests
 
 __all__ = ["CONFIG", "STREAMS", "create_app", "json_errors", "make_runner"]
 
@@ -40,7 +41,13 @@ def create_app(config: GatewayConfig) -> web.Application:
     streams = StreamRegistry(config.server.max_streams)
     metrics = GatewayMetrics(streams, [route.path for route in config.routes])
     unlogged = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
-    app = web.Application(middlewares=[access_log(unlogged, metrics.observe), json_errors])
+    # Tracing outermost: at the end it reads the access log's finished record.
+    middlewares = [
+        trace_requests(unlogged, config.server.trace_propagation),
+        access_log(unlogged, metrics.observe),
+        json_errors,
+    ]
+    app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     app[STREAMS] = streams
     app[METRICS] = metrics

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +21,9 @@ from .logs import configure_logging
 from .server import serve
 from .workers import run_workers
 
-__all__ = ["main"]
+__all__ = ["main", "otlp_requested"]
+
+log = logging.getLogger("proxy")
 
 BUNDLED_CONFIG: Final = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -75,20 +80,48 @@ def _run(
         )
         return 2
     try:
-        run(
-            serve(
-                config,
-                reload,
-                reuse_port=args.reuse_port,
-                announce=not args.no_announce,
-                ready_fd=args.ready_fd,
+        with _span_export():
+            run(
+                serve(
+                    config,
+                    reload,
+                    reuse_port=args.reuse_port,
+                    announce=not args.no_announce,
+                    ready_fd=args.ready_fd,
+                )
             )
-        )
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"
         print(f"proxy: error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _span_export() -> contextlib.AbstractContextManager[None]:
+    """OpenTelemetry's SDK exporting the spans by OTLP, when its standard variables ask for it
+    and the 'otel' extra is installed."""
+    if not otlp_requested(os.environ):
+        return contextlib.nullcontext()
+    try:
+        from .otel import sdk_from_environment  # optional dependencies: imported only when asked
+
+        return sdk_from_environment()
+    except ImportError as exc:
+        log.warning(
+            "an OTLP endpoint is set (OTEL_EXPORTER_OTLP_*) but spans cannot be exported (%s):"
+            " install the 'otel' extra (uv run --no-dev --extra otel python -m proxy ...)",
+            exc,
+        )
+        return contextlib.nullcontext()
+
+
+def otlp_requested(environ: Mapping[str, str]) -> bool:
+    """An OTLP endpoint is set, and OTLP is the traces exporter (the default)."""
+    exporters = {name.strip() for name in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    return "otlp" in exporters and bool(endpoint)
 
 
 def _loop_runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -1,5 +1,6 @@
 """The client's request as the pure request builder's input (:class:`ClientRequest`): its body
-read within the route's limit, and this server's own origin as the client reached it."""
+read within the route's limit, this server's own origin as the client reached it, and the trace
+headers :mod:`proxy.tracing` chose for its upstream request."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 from .config import RouteConfig
 from .errors import BadRequest
 from .state import HIDDEN_QUERY
+from .tracing import TRACE_HEADERS
 from .upstream_request import ClientRequest
 
 __all__ = ["client_request"]
@@ -25,6 +27,7 @@ async def client_request(request: web.Request, route: RouteConfig) -> ClientRequ
         path_variables=request.match_info,
         self_origin=_self_origin(request),
         hidden_query=request.get(HIDDEN_QUERY, frozenset()),
+        trace_headers=request.get(TRACE_HEADERS, {}),
     )
 
 

@@ -21,6 +21,7 @@ from yarl import URL
 from .errors import BadRequest
 from .headers import HOP_BY_HOP_HEADERS
 from .paths import PLACEHOLDER
+from .tracecontext import TRACE_HEADER_NAMES, TRACEPARENT
 
 if TYPE_CHECKING:
     from .config import RouteConfig
@@ -59,6 +60,9 @@ class ClientRequest:
     """This gateway as the client reached it (for an upstream that is the gateway itself)."""
     hidden_query: Collection[str] = ()
     """Query parameters that are the gateway's (auth's, the console's), never the upstream's."""
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+    """``traceparent`` and ``tracestate`` for the upstream (:mod:`proxy.tracing`); none when
+    ``server.trace_propagation`` is off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +75,15 @@ class UpstreamRequest:
     def fingerprint(self) -> str:
         """What makes two upstream requests the same one (method, URL, body, every header, the
         credentials among them), as a digest: a shared stream is joined only by a request whose
-        upstream request would have been identical, so no one reads another's answer."""
+        upstream request would have been identical, so no one reads another's answer. The trace
+        headers are left out: each request has its own, and they say where it belongs in a
+        trace, not what it asks for."""
         digest = hashlib.sha256()
-        headers = sorted((name.lower(), value) for name, value in self.headers.items())
+        headers = sorted(
+            (name.lower(), value)
+            for name, value in self.headers.items()
+            if name.lower() not in TRACE_HEADER_NAMES
+        )
         texts = (self.method, str(self.url), *(f"{n}: {v}" for n, v in headers))
         for part in (*(text.encode("utf-8", "surrogateescape") for text in texts), self.body):
             # Each part with its length: no two different requests run together the same.
@@ -87,7 +97,7 @@ def build_upstream_request(route: RouteConfig, client: ClientRequest) -> Upstrea
     url = fill_upstream_url(
         route.upstream, client.path_variables, client.self_origin, route.multi_segment_variables
     )
-    headers = upstream_headers(route, client.headers)
+    headers = upstream_headers(route, client.headers, client.trace_headers)
     if route.upstream_method == "GET":
         return UpstreamRequest("GET", url.extend_query(query_from_body(body)), None, headers)
     return UpstreamRequest("POST", url, orjson.dumps(body), headers)
@@ -220,9 +230,15 @@ def fill_upstream_url(
     return URL(filled, encoded=True)
 
 
-def upstream_headers(route: RouteConfig, client_headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """Headers for the upstream request: forwarded client headers, then the route's own (which
-    replace any of the same name, whatever its case)."""
+def upstream_headers(
+    route: RouteConfig,
+    client_headers: MultiMapping[str],
+    trace_headers: Mapping[str, str] | None = None,
+) -> CIMultiDict[str]:
+    """Headers for the upstream request: forwarded client headers, the trace headers (instead of
+    forwarded ones: the gateway is a hop), then the route's own (which replace any of
+    the same name, whatever its case). A route that sets ``traceparent`` itself sends its own
+    pair: the gateway's ``tracestate`` would belong to another trace."""
     headers = CIMultiDict({"Accept": UPSTREAM_ACCEPT})
     # Headers the client names in Connection are hop-by-hop for this hop too (RFC 9110 7.6.1);
     # Connection is a list header, so every field line of it counts.
@@ -238,5 +254,10 @@ def upstream_headers(route: RouteConfig, client_headers: MultiMapping[str]) -> C
         values = client_headers.getall(name, [])
         if values:
             headers[name] = ", ".join(values)
-    headers.update(route.headers)
+    route_headers = CIMultiDict(route.headers)
+    if trace_headers and TRACEPARENT not in route_headers:
+        for name in TRACE_HEADER_NAMES:
+            headers.popall(name, None)  # forwarded ones: a tracestate must go with its parent
+        headers.update(trace_headers)
+    headers.update(route_headers)
     return headers

@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,38 @@ async def start_upstream(aiohttp_server: Any) -> StartUpstream:
         return f"http://127.0.0.1:{server.port}"
 
     return start
+
+
+@pytest.fixture(scope="session", autouse=True)
+def span_exporter() -> Iterator[Any]:
+    """OpenTelemetry's SDK for the whole session, when it is installed (the dev group): every
+    in-process gateway's spans go to one in-memory exporter. Session-wide because OpenTelemetry
+    sets its global provider once per process; and for every test, so that which way a gateway
+    makes its trace ids never depends on which tests ran before. None without the SDK."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        yield None
+        return
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def spans(span_exporter) -> Iterator[Any]:
+    """The session's in-memory span exporter, empty at the start of the test (and after it)."""
+    if span_exporter is None:
+        pytest.skip("needs opentelemetry-sdk (the dev group)")
+    span_exporter.clear()
+    yield span_exporter
+    span_exporter.clear()
 
 
 @pytest.fixture

@@ -111,6 +111,10 @@ class ServerConfig(_Model):
     cut (and the upstream request closed). ``null``: wait forever."""
     drain_seconds: float = Field(10, ge=0)
     """On SIGTERM: the most time open streams get to take their ``shutting_down`` event."""
+    trace_propagation: bool = True
+    """Send W3C ``traceparent``/``tracestate`` upstream: the client's trace with the gateway as
+    a hop, or a new trace. Off: no trace header goes upstream unless a route sets or forwards
+    one."""
 
     @property
     def console_enabled(self) -> bool:

@@ -1,5 +1,5 @@
 """The pure core is pure in its imports too: fuzzers, benchmarks and other tools that import it
-do not pay for the server (aiohttp, pydantic, YAML, the JWT and metrics libraries)."""
+do not pay for the server (aiohttp, pydantic, YAML, the JWT and metrics libraries, OpenTelemetry)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import sys
 
 import pytest
 
-HEAVY = ("aiohttp", "pydantic", "yaml", "jwt", "prometheus_client", "redis")
+HEAVY = ("aiohttp", "pydantic", "yaml", "jwt", "prometheus_client", "redis", "opentelemetry")
 
 
 @pytest.mark.parametrize(
     "module",
-    ["proxy.framing", "proxy.sse", "proxy.pointer", "proxy.convert", "proxy.decoders", "proxy"],
+    [
+        "proxy.framing",
+        "proxy.sse",
+        "proxy.pointer",
+        "proxy.convert",
+        "proxy.decoders",
+        "proxy.tracecontext",
+        "proxy",
+    ],
 )
 def test_importing_a_pure_module_loads_no_server_library(module):
     probe = (

@@ -114,3 +114,71 @@ def test_a_body_the_upstream_cannot_take_is_a_bad_request(client, code):
     with pytest.raises(BadRequest) as caught:
         build_upstream_request(route(limits={"max_body_bytes": 16}), client)
     assert caught.value.code == code
+
+
+# -- trace headers ---------------------------------------------------------------------------------
+
+TRACE = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01",
+    "tracestate": "rojo=1",
+}
+OTHER_TRACE = {
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00",
+    "tracestate": "congo=2",
+}
+
+
+def test_the_trace_headers_go_upstream():
+    built = build_upstream_request(route(), ClientRequest("POST", trace_headers=TRACE))
+    assert {name: built.headers[name] for name in TRACE} == TRACE
+
+
+def test_the_trace_headers_replace_forwarded_ones():
+    client = ClientRequest("POST", headers=CIMultiDict(OTHER_TRACE), trace_headers=TRACE)
+    built = build_upstream_request(route(forward_headers=["traceparent", "tracestate"]), client)
+    assert {name: built.headers.getall(name) for name in TRACE} == {
+        name: [value] for name, value in TRACE.items()
+    }
+
+
+def test_without_trace_headers_a_forwarded_traceparent_goes_as_it_came():
+    client = ClientRequest("POST", headers=CIMultiDict(OTHER_TRACE))
+    built = build_upstream_request(route(forward_headers=["traceparent"]), client)
+    assert built.headers["traceparent"] == OTHER_TRACE["traceparent"]
+    assert "tracestate" not in built.headers
+
+
+def test_a_routes_own_traceparent_wins_and_takes_the_tracestate_along():
+    own = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    built = build_upstream_request(
+        route(headers={"TraceParent": own}), ClientRequest("POST", trace_headers=TRACE)
+    )
+    assert built.headers.getall("traceparent") == [own]
+    assert "tracestate" not in built.headers
+
+
+def test_requests_that_differ_only_in_their_trace_headers_have_one_fingerprint():
+    # streams: {share: true} joins requests by fingerprint; every request has its own trace.
+    options = {"headers": {"Authorization": "Bearer k"}, "forward_headers": ["traceparent"]}
+    first = build_upstream_request(
+        route(**options),
+        ClientRequest("POST", body=b'{"q": 1}', trace_headers=TRACE),
+    )
+    second = build_upstream_request(
+        route(**options),
+        ClientRequest(
+            "POST",
+            headers=CIMultiDict({"traceparent": OTHER_TRACE["traceparent"]}),
+            body=b'{"q": 1}',
+            trace_headers=OTHER_TRACE,
+        ),
+    )
+    untraced = build_upstream_request(route(**options), ClientRequest("POST", body=b'{"q": 1}'))
+    assert first.headers["traceparent"] != second.headers["traceparent"]
+    assert first.fingerprint() == second.fingerprint() == untraced.fingerprint()
+
+
+def test_any_other_header_still_makes_another_fingerprint():
+    one = build_upstream_request(route(headers={"X-Tenant": "a"}), ClientRequest("POST"))
+    other = build_upstream_request(route(headers={"X-Tenant": "b"}), ClientRequest("POST"))
+    assert one.fingerprint() != other.fingerprint()
