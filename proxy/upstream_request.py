@@ -72,19 +72,20 @@ class UpstreamRequest:
     body: bytes | None
     headers: CIMultiDict[str]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, scope: str) -> str:
         """What makes two upstream requests the same one (method, URL, body, every header, the
         credentials among them), as a digest: a shared stream is joined only by a request whose
-        upstream request would have been identical, so no one reads another's answer. The trace
-        headers are left out: each request has its own, and they say where it belongs in a
-        trace, not what it asks for."""
+        upstream request would have been identical, so no one reads another's answer. ``scope``
+        (the route's path) goes in too: two routes may send the same request and make other
+        events of its lines. The trace headers are left out: each request has its own, and they
+        say where it belongs in a trace, not what it asks for."""
         digest = hashlib.sha256()
         headers = sorted(
             (name.lower(), value)
             for name, value in self.headers.items()
             if name.lower() not in TRACE_HEADER_NAMES
         )
-        texts = (self.method, str(self.url), *(f"{n}: {v}" for n, v in headers))
+        texts = (scope, self.method, str(self.url), *(f"{n}: {v}" for n, v in headers))
         for part in (*(text.encode("utf-8", "surrogateescape") for text in texts), self.body):
             # Each part with its length: no two different requests run together the same.
             digest.update(len(part or b"").to_bytes(8, "big"))

@@ -72,7 +72,7 @@ async def open_stream(ctx: StreamContext, outbound: UpstreamRequest) -> tuple[st
     await store.touch_reader(key, route.resume.linger)
     fingerprint = None
     if route.streams is not None and route.streams.share:
-        fingerprint = outbound.fingerprint()
+        fingerprint = outbound.fingerprint(route.path)
         # Held before the claim: a joiner that comes while we open waits for our first event.
         await store.hold_producer(key, LEASE)
         winner = await store.claim(fingerprint, key, LEASE)

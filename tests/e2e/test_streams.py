@@ -403,6 +403,31 @@ async def test_with_redis_fifty_readers_over_two_processes_share_one_upstream_re
             assert await gateway.stop() == 0
 
 
+async def test_with_redis_equal_requests_on_two_routes_never_share(
+    redis_url, start_upstream, start_gateway, http
+):
+    # Two routes may send the same upstream request and make other events of it: a stream is
+    # shared only within the route that made it, whatever store the routes have in common.
+    upstream = Upstream(pause=0.05)
+    base = await start_upstream({"/chat": recorded(upstream.stream, upstream.seen)})
+    tokens = {**streams_route(base, True, store=redis_url), "path": "/tokens"}
+    lines = {**streams_route(base, True, store=redis_url), "path": "/lines"}
+    lines["events"] = {"data": "line", "retry": 200}
+    gateway = await start_gateway([tokens, lines])
+
+    async def read(path: str) -> list[str]:
+        async with http.post(f"{gateway}{path}", json={"watch": "pods"}) as response:
+            assert response.status == 200, await response.text()
+            return [e.data for e in parse_events(await response.read())]
+
+    first = asyncio.create_task(read("/tokens"))
+    await eventually(lambda: len(upstream.seen) == 1, "the first route's stream is open")
+    second = await read("/lines")
+    assert second == [line.decode().strip() for line in LINES] + [""]
+    assert await first == [*NUMBERS, ""]
+    assert len(upstream.seen) == 2
+
+
 async def test_a_reader_that_does_not_read_is_cut_off_without_slowing_the_others(
     start_upstream, start_gateway, http, caplog
 ):

@@ -175,10 +175,19 @@ def test_requests_that_differ_only_in_their_trace_headers_have_one_fingerprint()
     )
     untraced = build_upstream_request(route(**options), ClientRequest("POST", body=b'{"q": 1}'))
     assert first.headers["traceparent"] != second.headers["traceparent"]
-    assert first.fingerprint() == second.fingerprint() == untraced.fingerprint()
+    assert (
+        first.fingerprint("/chat") == second.fingerprint("/chat") == untraced.fingerprint("/chat")
+    )
 
 
 def test_any_other_header_still_makes_another_fingerprint():
     one = build_upstream_request(route(headers={"X-Tenant": "a"}), ClientRequest("POST"))
     other = build_upstream_request(route(headers={"X-Tenant": "b"}), ClientRequest("POST"))
-    assert one.fingerprint() != other.fingerprint()
+    assert one.fingerprint("/chat") != other.fingerprint("/chat")
+
+
+def test_the_same_request_from_two_routes_has_two_fingerprints():
+    # Each route makes its own events of the lines: a stream is shared within its route only.
+    request = build_upstream_request(route(), ClientRequest("POST", body=b'{"q": 1}'))
+    assert request.fingerprint("/tokens") != request.fingerprint("/lines")
+    assert request.fingerprint("/tokens") == request.fingerprint("/tokens")
