@@ -121,7 +121,7 @@ async def _stream_hubs(app: web.Application) -> AsyncIterator[None]:
             resume = route.resume
             store = open_store(resume.store, resume.max_events, resume.ttl)
             count_tokens = functools.partial(app[METRICS].count_tokens, route.path)
-            hub = StreamHub(store, resume.max_events, resume.linger, count_tokens)
+            hub = StreamHub(store, resume.max_events, resume.linger, count_tokens, route=route.path)
             hubs[route.path] = hub
             if route.streams is not None:
                 hub.listen_for_cancels()

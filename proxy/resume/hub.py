@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,7 +38,7 @@ from proxy.errors import StreamError
 from proxy.respond import ClientGone
 from proxy.streams import StopReason, StopSignal
 
-from .store import ReplayBatch, ReplayStore
+from .store import ReplayBatch, ReplayStore, StreamState
 
 if TYPE_CHECKING:
     from proxy.logs import StreamRecord
@@ -110,6 +111,7 @@ class Tail:
         self._task: asyncio.Task[None] | None = None
         self._parked: dict[Subscription, None] = {}  # an ordered set
         self._prefix = key.encode()
+        self._rounds = 0
 
     @property
     def reusable(self) -> bool:
@@ -125,6 +127,13 @@ class Tail:
         self._readers -= 1
         if self._readers == 0 and self._task is None:
             self._on_idle(self)  # a finished stream's tail: nobody left to read its window
+
+    def progress(self) -> tuple[int, bool] | None:
+        """``(last, finished)`` as of the tail's latest round; None before its first one, or
+        once it no longer follows the store."""
+        if self._rounds == 0 or not self.reusable:
+            return None
+        return self._last, self._finished
 
     def caught_up(self, after: int) -> bool:
         """A reader at ``after`` has everything so far, and more may come: it may park."""
@@ -190,6 +199,7 @@ class Tail:
                     self._last = batch.events[-1][0]
                 self._finished = batch.finished and self._last >= batch.last
                 self._producing = batch.producing
+                self._rounds += 1
                 self._wake()
                 if self._parked:
                     self._push(batch.events)
@@ -263,17 +273,42 @@ class StreamHub:
         window: int,
         linger: float,
         count_tokens: Callable[[UsageTally], None] | None = None,
+        *,
+        route: str = "",
     ) -> None:
         self.store = store
+        self.route = route
+        """The route's path: the owner of the streams it makes."""
         self.count_tokens = count_tokens
         """Where a producer's token counts go at its end (the route's metrics)."""
         self._window = window
         self._linger = linger
         self._tails: dict[str, Tail] = {}
         self._producers: dict[str, StopSignal] = {}
+        self._lookups: dict[str, asyncio.Future[StreamState | None]] = {}
 
     def listen_for_cancels(self) -> None:
         self.store.on_cancel(self._stop_producer)
+
+    async def state(self, key: str) -> StreamState | None:
+        """The stream's owner and progress: from its tail when readers here follow it (no store
+        request at all: only this route's streams have tails here), else from the store in one
+        request for every reader that asks meanwhile, so a thousand dashboards opening one
+        stream URL at once cost one lookup and one connection, not a thousand."""
+        tail = self._tails.get(key)
+        if tail is not None and (progress := tail.progress()) is not None:
+            return StreamState(self.route, *progress)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.ensure_future(self.store.state(key))
+            lookup.add_done_callback(functools.partial(self._looked_up, key))
+        # Shielded: a reader that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    def _looked_up(self, key: str, lookup: asyncio.Future[StreamState | None]) -> None:
+        del self._lookups[key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: raised to each reader that awaits it, if any
 
     def tail(self, key: str) -> Tail:
         """The stream's tail in this process, attached to (detach it when done)."""

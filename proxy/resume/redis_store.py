@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import redis.asyncio as redis
 
-from .store import ReplayBatch
+from .store import ReplayBatch, StreamState
 
 __all__ = ["RedisStore"]
 
@@ -54,9 +54,13 @@ class RedisStore:
             pipe.pexpire(meta, self._ttl_ms)
             await pipe.execute()
 
-    async def owner(self, key: str) -> str | None:
-        owner = await self._redis.hget(self._keys(key)[1], "owner")
-        return None if owner is None else _text(owner)
+    async def state(self, key: str) -> StreamState | None:
+        owner, last, finished = await self._redis.hmget(
+            self._keys(key)[1], ["owner", "last", "finished"]
+        )
+        if owner is None or last is None:
+            return None
+        return StreamState(_text(owner), int(last), finished == b"1")
 
     async def append(self, key: str, events: list[bytes], *, finished: bool = False) -> int:
         stream, meta, _, _ = self._keys(key)

@@ -80,7 +80,8 @@ def _stop_handler(route: RouteConfig) -> Handler:
     async def stop(request: web.Request) -> web.StreamResponse:
         key = _key(request)
         hub = request.app[STREAM_HUBS][route.path]
-        if await hub.store.owner(key) != route.path or not await hub.cancel(key):
+        state = await hub.store.state(key)
+        if state is None or state.owner != route.path or not await hub.cancel(key):
             raise StreamNotFound
         return web.Response(status=204)
 

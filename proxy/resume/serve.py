@@ -46,13 +46,10 @@ async def serve_resumable(ctx: StreamContext, outbound: UpstreamRequest) -> web.
 async def replay_or_done(ctx: StreamContext, key: str, after: int) -> web.StreamResponse | None:
     """The stream ``key`` of this route read on after ``after`` (with no upstream request at
     all), ``204`` when that was its last event; None for a stream this route does not have."""
-    store = _hub(ctx).store
-    if await store.owner(key) != ctx.route.path:
+    state = await _hub(ctx).state(key)
+    if state is None or state.owner != ctx.route.path:
         return None
-    batch = await store.read(key, after, 0)
-    if batch is None:
-        return None
-    if batch.finished and after >= batch.last:
+    if state.finished and after >= state.last:
         # Already whole: 204 is EventSource's "stop reconnecting", so a client that missed the
         # end event does not start a second (LLM) request.
         return web.Response(status=204)

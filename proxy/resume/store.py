@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["MemoryStore", "ReplayBatch", "ReplayStore"]
+__all__ = ["MemoryStore", "ReplayBatch", "ReplayStore", "StreamState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +41,22 @@ class ReplayBatch:
     """Someone holds the producer's lease: more events may come."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    owner: str
+    """The route that made the stream (its path)."""
+    last: int
+    """The number of the newest event stored (0: none yet)."""
+    finished: bool
+    """The stream's last event is stored."""
+
+
 class ReplayStore(Protocol):
     async def create(self, key: str, owner: str) -> None: ...
 
-    async def owner(self, key: str) -> str | None:
-        """The route that made the stream; None for a stream this store does not know."""
+    async def state(self, key: str) -> StreamState | None:
+        """Whose the stream is and how far it got, without its events; None for a stream this
+        store does not know."""
         ...
 
     async def append(self, key: str, events: list[bytes], *, finished: bool = False) -> int:
@@ -118,9 +129,9 @@ class MemoryStore:
         self._sweep()
         self._streams[key] = _Stream(deque(maxlen=self._max_events), owner, expires=self._expiry())
 
-    async def owner(self, key: str) -> str | None:
+    async def state(self, key: str) -> StreamState | None:
         stream = self._live(key)
-        return None if stream is None else stream.owner
+        return None if stream is None else StreamState(stream.owner, stream.last, stream.finished)
 
     async def append(self, key: str, events: list[bytes], *, finished: bool = False) -> int:
         stream = self._streams[key]

@@ -462,3 +462,57 @@ async def test_a_reader_that_does_not_read_is_cut_off_without_slowing_the_others
     assert len(events) == 101  # every line, then the end
     assert took < 2.0 + 1.5  # the stream's own two seconds, and no wait on the stuck reader
     assert len(upstream.seen) == 1
+
+
+async def test_with_redis_each_process_reads_a_stream_from_redis_once_for_all_its_readers(
+    redis_url, start_upstream, tmp_path
+):
+    import redis.asyncio as redis
+
+    lines = [b'{"n": %d}\n' % n for n in range(1, 21)]
+    upstream = Upstream(lines, pause=0.1)
+    base = await start_upstream({"/chat": recorded(upstream.stream, upstream.seen)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [streams_route(base, store=redis_url, linger=10)]}))
+    first = await start_gateway_process("--config", str(config), "--port", "0")
+    second = await start_gateway_process("--config", str(config), "--port", "0")
+    server = redis.from_url(redis_url)
+    readers_per_process = 40
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=30)
+        ) as session:
+            url = await create(session, first.base, {"q": 1})
+            await server.config_resetstat()
+            clients: list[int] = []
+
+            async def watch_clients() -> None:
+                while True:
+                    clients.append(int((await server.info("clients"))["connected_clients"]))
+                    await asyncio.sleep(0.05)
+
+            async def read(gateway: str) -> list[str]:
+                async with session.get(gateway + url) as response:
+                    return [e.data for e in parse_events(await response.read())]
+
+            watcher = asyncio.create_task(watch_clients())
+            bases = [first.base, second.base] * readers_per_process
+            results = await asyncio.gather(*(read(base) for base in bases))
+            watcher.cancel()
+        stats = await server.info("commandstats")
+    finally:
+        await server.aclose()
+        for gateway in (first, second):
+            assert await gateway.stop() == 0
+    assert results == [[str(n) for n in range(1, 21)] + [""]] * (2 * readers_per_process)
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in stats.items()}
+    reads = calls.get("xread", 0) + calls.get("xrange", 0)
+    delivered = 20 * 2 * readers_per_process
+    # A read per reader would be at least one per event each (1,600); one tail per process
+    # reads each event about once, a few times over for its wake-ups.
+    assert reads < delivered / 10, calls
+    # Whether the stream exists: one lookup per process for the 40 that opened it at once.
+    assert calls.get("hmget", 0) <= 4, calls
+    # Connections: each process's pool (producer, tail, lease, pub/sub) and this test's own,
+    # whatever the number of readers (it was one per reader that opened the URL at once).
+    assert max(clients) < 20, clients

@@ -12,7 +12,7 @@ from proxy.errors import StreamError
 from proxy.respond import ClientGone
 from proxy.resume.hub import CANCELLED, Parked, StreamHub, Subscription, Tail
 from proxy.resume.reader import is_stream_key, new_stream_key, parse_resume_id
-from proxy.resume.store import MemoryStore, ReplayBatch
+from proxy.resume.store import MemoryStore, ReplayBatch, StreamState
 from proxy.streams import StopSignal
 
 
@@ -116,6 +116,56 @@ async def test_a_wait_ends_by_its_deadline_when_nothing_comes():
     assert 0.05 < loop.time() - started < 0.6
 
 
+class LookupStore(MemoryStore):
+    """A store that counts its state lookups and answers them after a pause (as over a network)."""
+
+    lookups = 0
+
+    async def state(self, key: str) -> StreamState | None:
+        self.lookups += 1
+        await asyncio.sleep(0.01)
+        return await super().state(key)
+
+
+async def test_readers_that_ask_for_a_stream_at_once_share_one_store_lookup():
+    store = LookupStore(100, 60)
+    await store.create("k", "/chat")
+    hub = StreamHub(store, 100, 5, route="/chat")
+    states = await asyncio.gather(*(hub.state("k") for _ in range(50)))
+    assert states == [StreamState("/chat", 0, False)] * 50
+    assert store.lookups == 1
+    assert await hub.state("unknown") is None
+    assert store.lookups == 2
+    await hub.state("k")  # the earlier lookup is over: a new one
+    assert store.lookups == 3
+
+
+async def test_a_reader_that_goes_away_does_not_cancel_the_others_lookup():
+    store = LookupStore(100, 60)
+    await store.create("k", "/chat")
+    hub = StreamHub(store, 100, 5, route="/chat")
+    leaving = asyncio.create_task(hub.state("k"))
+    staying = asyncio.create_task(hub.state("k"))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    assert await staying == StreamState("/chat", 0, False)
+    assert store.lookups == 1
+
+
+async def test_a_stream_followed_here_is_known_from_its_tail_without_the_store():
+    store = LookupStore(100, 60)
+    await store.create("k", "/chat")
+    await store.append("k", [b"data: 1", b"data: 2"])
+    hub = StreamHub(store, 100, 5, route="/chat")
+    tail = hub.tail("k")
+    batch = await tail.read(0, later())  # the tail's first round
+    assert batch is not None
+    assert len(batch.events) == 2
+    assert await hub.state("k") == StreamState("/chat", 2, False)
+    assert store.lookups == 0
+    tail.detach()
+
+
 async def test_a_cancel_stops_the_local_producer_and_marks_the_store():
     store = MemoryStore(100, 60)
     await store.create("k", "/chat")
@@ -141,11 +191,13 @@ async def test_a_claim_names_the_first_stream_until_released_or_expired():
     assert await store.claim("fp", "fifth", 5) == "fifth"
 
 
-async def test_a_stream_knows_its_owner():
+async def test_a_stream_knows_its_owner_and_how_far_it_got():
     store = MemoryStore(100, 60)
     await store.create("k", "/chat")
-    assert await store.owner("k") == "/chat"
-    assert await store.owner("other") is None
+    assert await store.state("k") == StreamState("/chat", 0, False)
+    await store.append("k", [b"data: 1", b"data: 2"], finished=True)
+    assert await store.state("k") == StreamState("/chat", 2, True)
+    assert await store.state("other") is None
 
 
 def test_stream_keys_are_128_bit_url_safe_and_resume_ids_name_them():
