@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .config import Framing, RouteConfig
+from .config import RouteConfig
 from .logs import STREAM_RECORD, StreamRecord
 from .relay import RelayLimits, Source, relay
 from .respond import CountingResponse
@@ -64,7 +64,7 @@ def admitted(
 
 async def open_upstream_reader(
     ctx: StreamContext, outbound: UpstreamRequest, scope: contextlib.AsyncExitStack
-) -> tuple[UpstreamReader, Framing, str | None]:
+) -> tuple[UpstreamReader, str, str | None]:
     """The upstream opened (``scope`` closes it) once its status is good: its reader, framing and
     Content-Type. Failures are the route's JSON errors."""
     route = ctx.route

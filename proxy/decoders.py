@@ -14,17 +14,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, Protocol
 
+import orjson
+
 from .convert import StreamConverter
 from .errors import LineTooLong, StreamError
 from .framing import LineFramer
 from .sse import SSEParser
 
-__all__ = ["DECODERS", "BodyDecoder", "body_decoder"]
+__all__ = ["DECODERS", "BodyDecoder", "LinesOrDocument", "body_decoder"]
+
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
 class BodyDecoder(Protocol):
     @property
     def failure(self) -> StreamError | None: ...
+
+    @property
+    def holding_document(self) -> bool:
+        """Bytes are held for a document whose kind ``framing: auto`` guessed (see
+        :class:`LinesOrDocument`)."""
+        ...
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -39,6 +49,10 @@ class _Decoder:
     def __init__(self, converter: StreamConverter) -> None:
         self._converter = converter
         self.failure: StreamError | None = None
+
+    @property
+    def holding_document(self) -> bool:
+        return False
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
@@ -124,6 +138,79 @@ class DocumentToEvent(_Decoder):
         return self._converter.lines([bytes(self._body)]) + self._end_event()
 
 
+class LinesOrDocument(_Decoder):
+    """``application/json`` under ``framing: auto``: one document, or NDJSON under a JSON label
+    (Kubernetes watch and etcd label theirs so). The bytes decide, at the first line that is not
+    blank: if it is a whole JSON value, the body is NDJSON from there on (a document is one
+    value, so a body with more after it is no document); if it is not (the ``{`` of a
+    pretty-printed document), the body is one document, read to its end. A single-line document
+    is the same event either way, so deciding at its line break changes nothing for it, and a
+    watch's first line is an event at once instead of never."""
+
+    __slots__ = ("_head", "_max_line_bytes", "_then")
+
+    def __init__(self, converter: StreamConverter, max_line_bytes: int):
+        super().__init__(converter)
+        self._max_line_bytes = max_line_bytes
+        self._head = bytearray()
+        self._then: BodyDecoder | None = None
+
+    @property
+    def holding_document(self) -> bool:
+        """Bytes are held for a document (or for the first line, which decides): a stream the
+        label does not say is NDJSON, seen as one document that never ends, would show here."""
+        return self._then is None or isinstance(self._then, DocumentToEvent)
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._raise_failure()
+        if self._then is not None:
+            return self._forward(self._then.feed(chunk))
+        self._head += chunk
+        decided = _first_line_is_a_value(self._head) if b"\n" in chunk else None
+        if decided is None:
+            # Blank lines do not count against the bound: whitespace before a value is no line.
+            limit = self._max_line_bytes
+            if len(self._head) > limit and len(self._head.lstrip()) > limit:
+                self.failure = LineTooLong(1, self._max_line_bytes)
+                self._head.clear()
+            return b""
+        return self._start(LinesToEvents if decided else DocumentToEvent)
+
+    def flush(self) -> bytes:
+        self._raise_failure()
+        if self._then is None:
+            self._start(DocumentToEvent)  # no line break at all: one document
+        assert self._then is not None
+        return self._forward(self._then.flush())
+
+    def _start(self, decoder: Callable[[StreamConverter, int], BodyDecoder]) -> bytes:
+        self._then = decoder(self._converter, self._max_line_bytes)
+        head = bytes(self._head)
+        self._head.clear()
+        return self._forward(self._then.feed(head)) if head else b""
+
+    def _forward(self, output: bytes) -> bytes:
+        assert self._then is not None
+        self.failure = self._then.failure
+        return output
+
+
+def _first_line_is_a_value(head: bytes | bytearray) -> bool | None:
+    """Whether the first non-blank line of ``head`` is a whole JSON value; None until one has
+    ended."""
+    start = 0
+    while (end := head.find(b"\n", start)) >= 0:
+        line = bytes(head[start:end]).removeprefix(_UTF8_BOM).strip()
+        if line:
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return False
+            return True
+        start = end + 1
+    return None
+
+
 DecoderFactory = Callable[[StreamConverter, int], BodyDecoder]
 
 DECODERS: Final[dict[str, DecoderFactory]] = {
@@ -131,6 +218,7 @@ DECODERS: Final[dict[str, DecoderFactory]] = {
     "json-seq": lambda converter, limit: LinesToEvents(converter, limit, json_seq=True),
     "sse": EventsToEvents,
     "json": DocumentToEvent,
+    "json-or-ndjson": LinesOrDocument,
 }
 """Framing (as :func:`proxy.upstream.choose_framing` names it) to its decoder."""
 

@@ -25,7 +25,7 @@ from .decoders import body_decoder
 from .inbound import client_request
 from .relay import RelayLimits
 from .resume.serve import serve_resumable
-from .sources import DecodedSource, PassthroughSource
+from .sources import DecodedSource, PassthroughSource, document_hint
 from .state import CONVERTER
 from .upstream import client_wants_ndjson
 from .upstream_request import build_upstream_request
@@ -57,4 +57,6 @@ async def _serve(ctx: StreamContext) -> web.StreamResponse:
             usage=route.usage_tally(),
         )
         decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
-        return await respond(ctx, DecodedSource(reader, decoder, converter), ctx.limits)
+        return await respond(
+            ctx, DecodedSource(reader, decoder, converter, document_hint(route.path)), ctx.limits
+        )

@@ -14,8 +14,9 @@ the connection without waking a pending read, so every wake-up also looks at the
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Final
 
 import aiohttp
@@ -30,6 +31,8 @@ from .streams import StopReason
 from .usage import UsageTally
 
 __all__ = ["DecodedSource", "PassthroughSource", "UpstreamReader"]
+
+log = logging.getLogger("proxy")
 
 _CLOSED: Final = "the upstream connection closed before the body was complete"
 
@@ -178,21 +181,56 @@ def _timed_out(read_timeout: float | None) -> StreamError:
     return StreamError(f"the upstream sent nothing for {read_timeout} s", code="upstream_timeout")
 
 
+DOCUMENT_HINT_AFTER: Final = 5.0
+"""Seconds a guessed document may stay unfinished before the log says how to fix the route."""
+
+
+def document_hint(route: str) -> Callable[[], None]:
+    """The warning for a route whose upstream body ``framing: auto`` read as one JSON document
+    that has not ended after :data:`DOCUMENT_HINT_AFTER` seconds: its client sees only
+    heartbeats, and loses everything if the upstream dies."""
+
+    def hint() -> None:
+        log.warning(
+            "route %s: the upstream's JSON body is still being read as one document after %g s"
+            " (its first line is no whole JSON value); if it streams one JSON value per line,"
+            " set 'framing: ndjson' on the route",
+            route,
+            DOCUMENT_HINT_AFTER,
+        )
+
+    return hint
+
+
 class DecodedSource:
     """An upstream body through a decoder: the route's events."""
 
-    __slots__ = ("_converter", "_decoder", "_ended", "_first_sequence", "_reader")
+    __slots__ = (
+        "_converter",
+        "_decoder",
+        "_document_since",
+        "_ended",
+        "_first_sequence",
+        "_hint",
+        "_reader",
+    )
 
     headers = SSE_HEADERS
 
     def __init__(
-        self, reader: UpstreamReader, decoder: BodyDecoder, converter: StreamConverter
+        self,
+        reader: UpstreamReader,
+        decoder: BodyDecoder,
+        converter: StreamConverter,
+        hint: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self._decoder = decoder
         self._converter = converter
         self._first_sequence = converter.sequence
         self._ended = False
+        self._hint = hint  # told once when a guessed document stays unfinished
+        self._document_since: float | None = None
 
     @property
     def events(self) -> int:
@@ -216,6 +254,8 @@ class DecodedSource:
         if self._ended:
             return None
         chunk = await self._reader.next_chunk(until)
+        if self._hint is not None and decoder.holding_document:
+            self._check_document()
         if chunk is None:
             return b""
         if chunk:
@@ -226,6 +266,14 @@ class DecodedSource:
         if not output and decoder.failure is not None:
             raise decoder.failure
         return None if self._ended and not output else output
+
+    def _check_document(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._document_since is None:
+            self._document_since = now
+        elif now - self._document_since >= DOCUMENT_HINT_AFTER and self._hint is not None:
+            self._hint()
+            self._hint = None
 
     def heartbeat(self) -> bytes:
         return self._converter.heartbeat()

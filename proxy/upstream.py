@@ -41,8 +41,11 @@ ERROR_BODY_LIMIT: Final = 64 * 1024
 # -- negotiation -----------------------------------------------------------------------------------
 
 
-def choose_framing(route_framing: Framing, content_type: str | None) -> Framing:
-    """How to read the upstream body. ``auto`` trusts the Content-Type; none at all means NDJSON."""
+def choose_framing(route_framing: Framing, content_type: str | None) -> str:
+    """How to read the upstream body (a key of :data:`proxy.decoders.DECODERS`). ``auto`` goes
+    by the Content-Type, none at all meaning NDJSON, except that a JSON label is not trusted to
+    mean one document: Kubernetes watch and etcd stream NDJSON labelled ``application/json``,
+    so the body's first line decides (``json-or-ndjson``)."""
     if route_framing != "auto":
         return route_framing
     if content_type is None:
@@ -55,7 +58,7 @@ def choose_framing(route_framing: Framing, content_type: str | None) -> Framing:
     if media_type == "text/event-stream":
         return "sse"
     if media_type == "application/json" or media_type.endswith("+json"):
-        return "json"
+        return "json-or-ndjson"
     raise UpstreamFailure(
         502,
         "unsupported_content_type",

@@ -16,7 +16,7 @@ from proxy.decoders import body_decoder
 from proxy.errors import HTTPFailure
 from proxy.relay import RelayLimits
 from proxy.respond import SSE_HEADERS, CountingResponse
-from proxy.sources import DecodedSource, UpstreamReader
+from proxy.sources import DecodedSource, UpstreamReader, document_hint
 from proxy.state import STREAM_HUBS, STREAMS
 from proxy.streams import StopReason
 from proxy.upstream_request import UpstreamRequest
@@ -118,7 +118,7 @@ def _start_producer(
     assert route.resume is not None
     converter = _store_converter(ctx)
     decoder = body_decoder(framing, converter, route.limits.max_line_bytes)
-    source = DecodedSource(reader, decoder, converter)
+    source = DecodedSource(reader, decoder, converter, document_hint(route.path))
     limits = RelayLimits(max_duration=route.limits.max_duration)
     producer = Producer(hub, key, source, route.resume.linger, limits, fingerprint)
 

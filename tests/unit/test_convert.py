@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from proxy.config import EventsConfig
 from proxy.convert import StreamConverter
-from proxy.decoders import DocumentToEvent, EventsToEvents, LinesToEvents, body_decoder
+from proxy.decoders import (
+    DocumentToEvent,
+    EventsToEvents,
+    LinesOrDocument,
+    LinesToEvents,
+    body_decoder,
+)
 from proxy.errors import LineTooLong, StreamError
 from proxy.sse import SSEEvent, SSEParser, SSERetry
 from tests.support.chunking import CHUNKERS, splits
@@ -526,6 +532,7 @@ def test_pretty_printed_document_cannot_forge_event_framing():
         ("json-seq", LinesToEvents),
         ("sse", EventsToEvents),
         ("json", DocumentToEvent),
+        ("json-or-ndjson", LinesOrDocument),
     ],
 )
 def test_body_decoder_picks_the_decoder_for_the_framing(framing, kind):
